@@ -1,0 +1,79 @@
+"""``ws-service`` / ``python -m service``: run the app on an embedded Granian server.
+
+Plain ``granian`` drops every WebSocket without a close frame on SIGTERM (clients see 1006,
+emmett-framework/granian#796). Embedding the server in our own event loop lets a deploy or
+restart close each client with 1001 Going Away first, then stop the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+
+from granian.constants import Interfaces
+from granian.log import LogLevels
+from granian.server.embed import Server
+
+from service.app import create_app
+from service.registry import Registry
+from service.session import GOING_AWAY
+from service.settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger("service")
+
+
+def _check_bind(settings: Settings) -> None:
+    """Fail with one clear line (not a Rust panic) when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot listen on HOST={settings.host} PORT={settings.port}: {exc.strerror}"
+            ) from None
+
+
+async def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    registry: Registry = app.state["registry"]
+    server = Server(
+        app, address=settings.host, port=settings.port, interface=Interfaces.ASGI,
+        log_level=LogLevels(settings.log_level), log_access=False,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():  # the server failed on its own
+        stopping.cancel()
+        serving.result()
+        return
+    open_count = len(registry)
+    left = await registry.close_all(GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout)
+    logger.info("shutdown: closed %d connection(s) with 1001, %d did not finish", open_count, left)
+    server.stop()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(serving, settings.ws_shutdown_timeout)
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+        _check_bind(settings)
+    except SettingsError as exc:
+        print(f"ws-service: {exc}", file=sys.stderr)
+        sys.exit(2)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

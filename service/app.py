@@ -1,0 +1,52 @@
+"""The application factory: ``create_app(settings)`` wires settings into every endpoint."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Litestar, Request, WebSocket, get, websocket
+from litestar.datastructures import State
+
+from service.diagnostics import configure_logging
+from service.endpoints import EchoEndpoint, HealthEndpoint, WsEndpoint, ping_config
+from service.messages import HealthResponse
+from service.registry import Registry
+from service.security import handshake_guard
+from service.session import Endpoint, Session
+from service.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app; with no argument, settings come from the environment (Granian's --factory)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    registry = Registry()
+    guard = handshake_guard(settings)
+    health_config = ping_config(settings)
+
+    def ws_route(endpoint: Endpoint) -> Any:
+        async def handler(socket: WebSocket[Any, Any, Any]) -> None:
+            await Session(socket, endpoint, settings, registry).run()
+
+        return websocket(endpoint.path, guards=[guard], name=endpoint.path)(handler)
+
+    @get("/health", sync_to_thread=False)
+    def health(request: Request[Any, Any, Any]) -> HealthResponse:
+        return HealthResponse(
+            status="ok", server_time=time.time(), connections=len(registry),
+            config=health_config,
+        )
+
+    return Litestar(
+        route_handlers=[
+            health,
+            ws_route(EchoEndpoint(settings)),
+            ws_route(HealthEndpoint(settings)),
+            ws_route(WsEndpoint()),
+        ],
+        state=State({"settings": settings, "registry": registry}),
+        openapi_config=None,
+        logging_config=None,
+        signature_namespace={"WebSocket": WebSocket, "Request": Request, "Any": Any},
+    )

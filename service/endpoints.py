@@ -1,0 +1,179 @@
+"""What each WebSocket endpoint says: greetings and replies, built from the wire Structs.
+
+Rules shared by all three endpoints:
+
+* every message must be a JSON object with a string ``type``; anything else gets an ``error``
+  reply and the connection stays open;
+* ``{"type": "pong"}`` acknowledges a heartbeat: it is counted, never answered, and opts the
+  client in to the ping timeout (see ``service.session``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from service.messages import (
+    Echo,
+    Envelope,
+    Environment,
+    Error,
+    ErrorCode,
+    GetStatus,
+    HealthRequest,
+    HealthStatus,
+    LatencyInfo,
+    Number,
+    PingConfig,
+    Pong,
+    Welcome,
+    WsEcho,
+    WsPong,
+)
+from service.session import Session
+from service.settings import Settings
+
+_envelope = msgspec.json.Decoder(Envelope)
+_pong = msgspec.json.Decoder(Pong)
+_health_request = msgspec.json.Decoder(HealthRequest)
+
+
+def _number(value: float) -> Number:
+    """30.0 -> 30, so the wire shows what the operator configured."""
+    return int(value) if value.is_integer() else value
+
+
+def ping_config(settings: Settings, *, with_duration: bool = False) -> PingConfig:
+    interval = _number(settings.ws_ping_interval)
+    return PingConfig(
+        ping_interval=interval,
+        ping_timeout=_number(settings.ws_ping_timeout),
+        # A client connected this long has seen at least one heartbeat.
+        expected_min_connection_duration=interval if with_duration else None,
+    )
+
+
+def _error(session: Session, code: ErrorCode, detail: str) -> Error:
+    return Error(error=code, detail=detail, timestamp=time.time(), client_id=session.client_id)
+
+
+def _parse(session: Session, text: str) -> Envelope | Error:
+    try:
+        return _envelope.decode(text)
+    except msgspec.DecodeError as exc:
+        return _error(session, "invalid_json", str(exc))
+    except msgspec.ValidationError as exc:
+        return _error(
+            session, "invalid_message",
+            f'a message must be a JSON object with a string "type" ({exc})',
+        )
+
+
+def _ack_pong(session: Session, text: str) -> Error | None:
+    try:
+        _pong.decode(text)
+    except msgspec.ValidationError as exc:
+        return _error(session, "invalid_message", str(exc))
+    session.record_pong()
+    return None
+
+
+class EchoEndpoint:
+    path = "/ws/echo"
+    client_prefix = "echo_client"
+    periodic_heartbeat = False
+
+    def __init__(self, settings: Settings) -> None:
+        self._config = ping_config(settings)
+
+    def greeting(self, session: Session) -> Welcome:
+        return Welcome(
+            endpoint=self.path, client_id=session.client_id, server_time=time.time(),
+            config=self._config,
+        )
+
+    def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None:
+        message = _parse(session, text)
+        if isinstance(message, Error):
+            return message
+        if message.type == "pong":
+            return _ack_pong(session, text)
+        return Echo(
+            original=msgspec.Raw(text), server_timestamp=time.time(),
+            client_id=session.client_id,
+            latency_info=LatencyInfo(
+                received_at=received_at, connection_age_ms=round(session.age * 1000, 3)
+            ),
+        )
+
+
+class WsEndpoint:
+    """The production endpoint: ``ping`` gets ``pong``, anything else is echoed."""
+
+    path = "/ws"
+    client_prefix = "ws_client"
+    periodic_heartbeat = False
+
+    def greeting(self, session: Session) -> None:
+        return None
+
+    def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None:
+        started = time.perf_counter()
+        message = _parse(session, text)
+        if isinstance(message, Error):
+            return message
+        if message.type == "ping":
+            return WsPong(timestamp=time.time(), client_id=session.client_id)
+        if message.type == "pong":
+            return _ack_pong(session, text)
+        return WsEcho(
+            data=msgspec.Raw(text), timestamp=time.time(), client_id=session.client_id,
+            server_processing_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+
+class HealthEndpoint:
+    """Heartbeats on a fixed period, and live metrics on ``get_status``."""
+
+    path = "/ws/health"
+    client_prefix = "health_client"
+    periodic_heartbeat = True
+    accepted_types = ("get_status", "pong")
+
+    def __init__(self, settings: Settings) -> None:
+        self._config = ping_config(settings, with_duration=True)
+        self._environment = Environment(
+            allowed_origins=list(settings.allowed_origins),
+            public_base_url=settings.base_url,
+            ws_public_url=settings.ws_url,
+        )
+
+    def greeting(self, session: Session) -> HealthStatus:
+        return HealthStatus(
+            status="connected", client_id=session.client_id, server_time=time.time(),
+            config=self._config, environment=self._environment,
+        )
+
+    def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None:
+        envelope = _parse(session, text)
+        if isinstance(envelope, Error):
+            return envelope
+        if envelope.type not in self.accepted_types:
+            return _error(
+                session, "unknown_type",
+                f"unknown message type {envelope.type!r} on {self.path}; "
+                f"accepted: {', '.join(self.accepted_types)}",
+            )
+        try:
+            request = _health_request.decode(text)
+        except msgspec.ValidationError as exc:
+            return _error(session, "invalid_message", str(exc))
+        if isinstance(request, GetStatus):
+            return HealthStatus(
+                status="healthy", connection_age_seconds=round(session.age, 3),
+                ping_count=session.ping_count, pong_count=session.pong_count,
+                timestamp=time.time(), client_id=session.client_id,
+            )
+        session.record_pong()
+        return None

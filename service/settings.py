@@ -1,0 +1,109 @@
+"""One settings object, built once from the environment and validated before anything listens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+import msgspec
+
+DEFAULT_ALLOWED_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
+
+_Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+_Origin = Annotated[str, msgspec.Meta(pattern=r"^(\*|https?://[^/\s,]+)$")]
+
+
+class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
+    """Every knob of the service; field names are the environment variables, upper-cased."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 9000
+    ws_ping_interval: _Seconds = 30.0
+    ws_ping_timeout: _Seconds = 10.0
+    public_base_url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")] | None = None
+    ws_public_url: Annotated[str, msgspec.Meta(pattern=r"^wss?://\S+$")] | None = None
+    allowed_origins: tuple[_Origin, ...] = DEFAULT_ALLOWED_ORIGINS
+    ws_require_origin: bool = False
+    ws_auth_token: str = ""
+    ws_max_message_bytes: Annotated[int, msgspec.Meta(ge=128, le=16 * 1024 * 1024)] = 64 * 1024
+    ws_send_timeout: _Seconds | None = None
+    ws_shutdown_timeout: _Seconds = 5.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def __post_init__(self) -> None:
+        # A pong-aware client must be able to answer one heartbeat before the next is due.
+        if self.ws_ping_timeout >= self.ws_ping_interval:
+            raise ValueError(
+                f"WS_PING_TIMEOUT={self.ws_ping_timeout:g} must be below "
+                f"WS_PING_INTERVAL={self.ws_ping_interval:g}"
+            )
+
+    @property
+    def base_url(self) -> str:
+        return self.public_base_url or f"http://localhost:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return self.ws_public_url or f"ws://localhost:{self.port}/ws"
+
+    @property
+    def send_timeout(self) -> float:
+        """How long one send may block before the peer is treated as dead."""
+        return self.ws_send_timeout or self.ws_ping_timeout
+
+    @property
+    def any_origin(self) -> bool:
+        return "*" in self.allowed_origins
+
+
+# What each variable accepts, for start-up errors that tell the operator how to fix them.
+ACCEPTS: dict[str, str] = {
+    "HOST": "an address to bind, e.g. 127.0.0.1 or 0.0.0.0",
+    "PORT": "an integer port from 1 to 65535",
+    "WS_PING_INTERVAL": "seconds between heartbeats, a number > 0 and <= 3600",
+    "WS_PING_TIMEOUT": "seconds to wait for a pong, a number > 0, <= 3600 and below WS_PING_INTERVAL",
+    "PUBLIC_BASE_URL": "an http:// or https:// URL",
+    "WS_PUBLIC_URL": "a ws:// or wss:// URL",
+    "ALLOWED_ORIGINS": "a comma-separated list of scheme://host[:port] origins, or *",
+    "WS_REQUIRE_ORIGIN": "true or false (also 1 or 0)",
+    "WS_AUTH_TOKEN": "any string; empty turns bearer-token auth off",
+    "WS_MAX_MESSAGE_BYTES": "an integer from 128 to 16777216",
+    "WS_SEND_TIMEOUT": "seconds a send may block, a number > 0 and <= 3600 (default WS_PING_TIMEOUT)",
+    "WS_SHUTDOWN_TIMEOUT": "seconds to wait for clients to close on shutdown, a number > 0",
+    "LOG_LEVEL": "one of debug, info, warning, error",
+}
+_LIST_VARS = frozenset({"ALLOWED_ORIGINS"})
+_LOWER_VARS = frozenset({"LOG_LEVEL"})
+
+
+class SettingsError(ValueError):
+    """A bad environment value; the message names the variable, the value and what it accepts."""
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for name in ACCEPTS:
+        value = env.get(name)
+        if value is None or (value.strip() == "" and name != "WS_AUTH_TOKEN"):
+            continue
+        value = value.strip()
+        if name in _LIST_VARS:
+            raw[name] = [item.strip() for item in value.split(",") if item.strip()]
+        elif name in _LOWER_VARS:
+            raw[name] = value.lower()
+        else:
+            raw[name] = value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        name = message.rsplit("$.", 1)[-1].split("[", 1)[0].rstrip("`") if "$." in message else ""
+        if name in ACCEPTS:
+            shown = env.get(name, "")
+            raise SettingsError(
+                f"{name}={shown!r} is invalid ({message.split(' - at ')[0]}); "
+                f"{name} accepts {ACCEPTS[name]}"
+            ) from None
+        raise SettingsError(f"invalid settings: {message}") from None
