@@ -1,0 +1,148 @@
+"""``ws-smoke [URL] [options]`` runs the checks; ``ws-smoke watch [URL]`` watches /ws/health.
+
+Exit status: 0 all checks passed, 1 a check failed, 2 usage error or target unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from smoke import __version__
+from smoke.report import render_text, write_json, write_junit
+from smoke.runner import EXIT_UNREACHABLE, run_checks
+from smoke.target import DEFAULT_URL, Options, UsageError, parse_header, parse_target
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", nargs="?", default=DEFAULT_URL,
+                        help="base URL: ws://, wss://, http:// or https:// "
+                             f"(default {DEFAULT_URL})")
+    parser.add_argument("--origin", help="Origin header to send (default: none)")
+    parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="extra handshake header, repeatable (e.g. Authorization)")
+    parser.add_argument("--timeout", type=_positive, default=10.0, metavar="S",
+                        help="timeout of each step: handshake, each expected reply (default 10)")
+
+
+def check_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ws-smoke",
+        description="Smoke-check a WebSocket deployment (/health, /ws/echo, /ws/health, /ws) "
+                    "and diagnose failures. Subcommand: 'ws-smoke watch URL'.",
+        epilog="exit status: 0 all passed, 1 a check failed, 2 usage error or unreachable",
+    )
+    _common(p)
+    p.add_argument("--sustain", type=_positive, default=75.0, metavar="S",
+                   help="stay connected to /ws/health this long (default 75, past nginx's 60)")
+    p.add_argument("--quick", action="store_true",
+                   help="skip the sustained check (one heartbeat is enough)")
+    p.add_argument("--direct", metavar="URL",
+                   help="the backend's own URL, bypassing the proxy: failures through the proxy "
+                        "that pass direct are reported as a proxy configuration problem")
+    p.add_argument("--grace", type=float, default=5.0, metavar="S",
+                   help="extra seconds a heartbeat may be late (default 5)")
+    p.add_argument("--heartbeat-interval", type=_positive, metavar="S",
+                   help="the heartbeat interval you need (default: the server's ping_interval)")
+    p.add_argument("--latency-samples", type=_non_negative_int, default=20, metavar="N",
+                   help="round trips on /ws/echo for p50/p95/p99 (default 20)")
+    p.add_argument("--latency-limit", type=_positive, default=100.0, metavar="MS",
+                   help="p95 round trip must be below this (default 100 ms)")
+    p.add_argument("--foreign-origin", default="https://smoke-check.invalid", metavar="ORIGIN",
+                   help="Origin used to test the origin policy (default https://smoke-check.invalid)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write the report as JUnit XML")
+    p.add_argument("--version", action="version", version=f"ws-smoke {__version__}")
+    return p
+
+
+def watch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ws-smoke watch",
+        description="Stay connected to /ws/health, reconnect with back-off after every drop and "
+                    "log it (code, reason, age, heartbeats); print a summary on Ctrl-C/SIGTERM.",
+    )
+    _common(p)
+    p.add_argument("--duration", type=_positive, metavar="S",
+                   help="stop after this many seconds (default: run until stopped)")
+    p.add_argument("--max-backoff", type=_positive, default=30.0, metavar="S",
+                   help="longest wait between reconnects (default 30)")
+    return p
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
+        origin=args.origin,
+        headers=tuple(parse_header(h) for h in args.header),
+        timeout=args.timeout,
+        sustain=getattr(args, "sustain", 75.0),
+        quick=getattr(args, "quick", False),
+        grace=getattr(args, "grace", 5.0),
+        heartbeat_interval=getattr(args, "heartbeat_interval", None),
+        latency_samples=getattr(args, "latency_samples", 20),
+        latency_limit_ms=getattr(args, "latency_limit", 100.0),
+        foreign_origin=getattr(args, "foreign_origin", "https://smoke-check.invalid"),
+    )
+
+
+def _check(argv: Sequence[str]) -> int:
+    parser = check_parser()
+    args = parser.parse_args(argv)
+    try:
+        target = parse_target(args.url)
+        direct = parse_target(args.direct) if args.direct else None
+        options = _options(args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"ws-smoke: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    report = asyncio.run(run_checks(target, options, direct))
+    print(render_text(report), flush=True)
+    if args.json:
+        write_json(report, args.json)
+    if args.junit:
+        write_junit(report, args.junit)
+    return report.exit_code
+
+
+def _watch(argv: Sequence[str]) -> int:
+    from smoke.watch import watch  # noqa: PLC0415 - only watch mode needs it
+
+    parser = watch_parser()
+    args = parser.parse_args(argv)
+    try:
+        target = parse_target(args.url)
+        options = _options(args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"ws-smoke watch: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return asyncio.run(watch(target, options, duration=args.duration,
+                             max_backoff=args.max_backoff))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    code = _watch(args[1:]) if args[:1] == ["watch"] else _check(args)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,494 @@
+"""The checks: the seed's success criteria, run concurrently so a run lasts about ``--sustain``.
+
+Each session coroutine owns one connection and yields several named, timed results; a step
+that cannot run because an earlier one failed is reported as ``skip`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from service.messages import (
+    Echo,
+    HealthResponse,
+    HealthStatus,
+    Heartbeat,
+    Welcome,
+    WsEcho,
+    WsPong,
+)
+from smoke.model import CheckResult, Evidence, Status, Via
+from smoke.probe import Probe, ProbeError
+from smoke.target import Options, Target
+
+TITLES: dict[str, str] = {
+    "http_health": "HTTP GET /health",
+    "handshake": "Connection establishment (101)",
+    "echo_welcome": "Welcome message on /ws/echo",
+    "echo_roundtrip": "Echo round-trip",
+    "latency": "Latency (round trips on /ws/echo)",
+    "normal_close": "Normal closure 1000",
+    "ws_ping_pong": "/ws ping -> pong",
+    "ws_echo": "/ws echo",
+    "health_status": "health_status on /ws/health",
+    "config": "Config exposure",
+    "mixed_content": "Public URL scheme (mixed content)",
+    "heartbeat": "Heartbeat delivery",
+    "sustained": "Sustained connection",
+    "origin_policy": "Origin policy (foreign Origin refused)",
+}
+ORDER = list(TITLES)
+_health_decoder = msgspec.json.Decoder(HealthResponse)
+
+
+class Recorder:
+    """Collects results for one target, timing each check from its own start."""
+
+    def __init__(self, via: Via) -> None:
+        self.via = via
+        self.results: list[CheckResult] = []
+
+    def add(self, name: str, status: Status, started: float, detail: str,
+            evidence: Evidence | None = None, *,
+            metrics: dict[str, float] | None = None) -> None:
+        self.results.append(CheckResult(
+            name=name, title=TITLES[name], status=status, via=self.via,
+            duration_s=round(time.monotonic() - started, 3), detail=detail,
+            evidence=msgspec.structs.replace(evidence) if evidence is not None else None,
+            metrics=metrics or {},
+        ))
+
+    def skip(self, names: list[str], why: str) -> None:
+        now = time.monotonic()
+        for name in names:
+            self.add(name, "skip", now, why)
+
+
+def _detail(message: str, evidence: Evidence) -> str:
+    facts = evidence.summary()
+    return f"{message} [{facts}]" if facts and facts not in message else message
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation: every reported value was measured)."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+class Suite:
+    """All checks against one target (the proxy, or with ``--direct`` also the backend)."""
+
+    def __init__(self, target: Target, options: Options, via: Via = "target") -> None:
+        self.target = target
+        self.options = options
+        self.rec = Recorder(via)
+        self.health: asyncio.Future[HealthStatus | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    async def run(self) -> list[CheckResult]:
+        sessions: list[Callable[[], Awaitable[None]]] = [
+            self.http_health, self.echo_session, self.ws_session, self.health_session,
+            self.origin_session,
+        ]
+        outcomes = await asyncio.gather(*(s() for s in sessions), return_exceptions=True)
+        for session, outcome in zip(sessions, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # a bug in this tool, not in the target
+                self.rec.add(
+                    "handshake", "fail", time.monotonic(),
+                    f"internal error in {session.__name__}: {outcome!r}",
+                )
+        if not self.health.done():
+            self.health.set_result(None)
+        order = {name: i for i, name in enumerate(ORDER)}
+        return sorted(self.rec.results, key=lambda r: order[r.name])
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    async def http_health(self) -> None:
+        started = time.monotonic()
+        url = self.target.http("/health")
+        evidence = Evidence(url=url)
+        status, detail = await asyncio.to_thread(self._get_health, url, evidence)
+        self.rec.add("http_health", status, started, detail, evidence)
+
+    def _get_health(self, url: str, evidence: Evidence) -> tuple[Status, str]:
+        request = urllib.request.Request(url, headers=dict(self.options.headers))  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=self.options.timeout) as response:  # noqa: S310
+                body = response.read()
+                evidence.http_status = response.status
+                evidence.server_header = response.headers.get("Server")
+        except urllib.error.HTTPError as exc:
+            evidence.http_status = exc.code
+            evidence.server_header = exc.headers.get("Server")
+            evidence.error = "http_status"
+            evidence.error_detail = f"HTTP {exc.code} {exc.reason}"
+            return "fail", f"GET {url}: HTTP {exc.code} {exc.reason}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            refused = isinstance(reason, ConnectionRefusedError)
+            evidence.error = "refused" if refused else "network"
+            evidence.error_detail = str(reason)
+            return "fail", f"GET {url}: {'connection refused' if refused else reason}"
+        try:
+            health = _health_decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            evidence.error = "unexpected_message"
+            evidence.error_detail = str(exc)
+            return "fail", f"GET {url}: HTTP 200 but not the service's /health body ({exc})"
+        return "pass", (
+            f"HTTP 200 status={health.status} connections={health.connections} "
+            f"ping_interval={health.config.ping_interval:g}s"
+        )
+
+    # -- /ws/echo ------------------------------------------------------------------------------
+
+    async def echo_session(self) -> None:
+        rec, opts = self.rec, self.options
+        rest = ["echo_welcome", "echo_roundtrip", "latency", "normal_close"]
+        probe = Probe(self.target.ws("/ws/echo"), "/ws/echo", opts)
+        started = time.monotonic()
+        try:
+            await probe.open()
+        except ProbeError as exc:
+            rec.add("handshake", "fail", started, _detail(str(exc), probe.evidence),
+                    probe.evidence)
+            rec.skip(rest, "skipped: no connection (see handshake)")
+            return
+        rec.add("handshake", "pass", started,
+                f"101 Switching Protocols in {1000 * (time.monotonic() - started):.0f} ms",
+                probe.evidence)
+        try:
+            await self._echo_steps(probe)
+        finally:
+            await probe.abort()
+
+    async def _echo_steps(self, probe: Probe) -> None:
+        rec, opts = self.rec, self.options
+        started = time.monotonic()
+        try:
+            welcome = await probe.recv_until(Welcome, started + opts.timeout)
+        except ProbeError as exc:
+            rec.add("echo_welcome", "fail", started, _detail(f"no welcome: {exc}",
+                    probe.evidence), probe.evidence)
+            rec.skip(["echo_roundtrip", "latency", "normal_close"], "skipped: no welcome")
+            return
+        if welcome.endpoint != "/ws/echo":
+            rec.add("echo_welcome", "fail", started,
+                    f"welcome names endpoint {welcome.endpoint!r}, expected '/ws/echo'",
+                    probe.evidence)
+        else:
+            rec.add("echo_welcome", "pass", started,
+                    f"client_id={welcome.client_id} ping_interval="
+                    f"{welcome.config.ping_interval:g}s", probe.evidence)
+
+        started = time.monotonic()
+        nonce = secrets.token_hex(8)
+        try:
+            sent = await probe.send({"type": "smoke_test", "data": nonce})
+            echo = await probe.recv_until(Echo, started + opts.timeout)
+        except ProbeError as exc:
+            rec.add("echo_roundtrip", "fail", started, _detail(str(exc), probe.evidence),
+                    probe.evidence)
+            rec.skip(["latency", "normal_close"], "skipped: echo round-trip failed")
+            return
+        original = bytes(echo.original)
+        if msgspec.json.decode(original) != msgspec.json.decode(sent):
+            probe.evidence.error = "mismatch"
+            rec.add("echo_roundtrip", "fail", started,
+                    f"original {original[:80]!r} does not match sent {sent[:80]!r}",
+                    probe.evidence)
+        else:
+            rec.add("echo_roundtrip", "pass", started,
+                    f"original matches ({len(sent)} bytes) in "
+                    f"{1000 * (time.monotonic() - started):.1f} ms", probe.evidence)
+
+        started = time.monotonic()
+        samples: list[float] = []
+        try:
+            for i in range(opts.latency_samples):
+                t0 = time.perf_counter()
+                await probe.send({"type": "smoke_latency", "seq": i})
+                await probe.recv_until(Echo, time.monotonic() + opts.timeout)
+                samples.append(1000 * (time.perf_counter() - t0))
+        except ProbeError as exc:
+            rec.add("latency", "fail", started,
+                    _detail(f"after {len(samples)} round trips: {exc}", probe.evidence),
+                    probe.evidence)
+            rec.skip(["normal_close"], "skipped: connection lost")
+            return
+        if samples:
+            p50, p95, p99 = (percentile(samples, p) for p in (50, 95, 99))
+            metrics = {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3),
+                       "p99_ms": round(p99, 3), "samples": float(len(samples))}
+            ok = p95 < opts.latency_limit_ms
+            rec.add("latency", "pass" if ok else "fail", started,
+                    f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms over {len(samples)} "
+                    f"round trips (p95 {'<' if ok else '>='} {opts.latency_limit_ms:g} ms)",
+                    probe.evidence, metrics=metrics)
+        else:
+            rec.add("latency", "skip", started, "skipped: --latency-samples 0")
+
+        started = time.monotonic()
+        try:
+            await probe.close(1000, "ws-smoke done")
+        except Exception as exc:  # any failure here is the finding
+            rec.add("normal_close", "fail", started, f"close failed: {exc!r}", probe.evidence)
+            return
+        ev = probe.evidence
+        ok = ev.close_code == 1000
+        rec.add("normal_close", "pass" if ok else "fail", started,
+                "server answered our close with 1000" if ok else
+                f"server answered our close with {ev.close_code}: {ev.summary()}", ev)
+
+    # -- /ws -----------------------------------------------------------------------------------
+
+    async def ws_session(self) -> None:
+        rec, opts = self.rec, self.options
+        probe = Probe(self.target.ws("/ws"), "/ws", opts)
+        started = time.monotonic()
+        try:
+            await probe.open()
+            await probe.send({"type": "ping"})
+            pong = await probe.recv_until(WsPong, time.monotonic() + opts.timeout)
+        except ProbeError as exc:
+            rec.add("ws_ping_pong", "fail", started, _detail(str(exc), probe.evidence),
+                    probe.evidence)
+            rec.skip(["ws_echo"], "skipped: /ws ping failed")
+            await probe.abort()
+            return
+        rec.add("ws_ping_pong", "pass", started,
+                f"pong in {1000 * (time.monotonic() - started):.0f} ms (incl. handshake), "
+                f"client_id={pong.client_id}", probe.evidence)
+        started = time.monotonic()
+        nonce = secrets.token_hex(8)
+        try:
+            sent = await probe.send({"type": "custom", "data": nonce})
+            echo = await probe.recv_until(WsEcho, time.monotonic() + opts.timeout)
+            if msgspec.json.decode(bytes(echo.data)) != msgspec.json.decode(sent):
+                probe.evidence.error = "mismatch"
+                raise ProbeError(f"data {bytes(echo.data)[:80]!r} does not match {sent[:80]!r}")
+        except ProbeError as exc:
+            rec.add("ws_echo", "fail", started, _detail(str(exc), probe.evidence),
+                    probe.evidence)
+        else:
+            rec.add("ws_echo", "pass", started,
+                    f"data matches, server_processing_ms={echo.server_processing_ms:g}",
+                    probe.evidence)
+        finally:
+            await probe.abort()
+
+    # -- /ws/health ----------------------------------------------------------------------------
+
+    async def health_session(self) -> None:
+        rec, opts = self.rec, self.options
+        later = ["config", "mixed_content", "heartbeat"] + ([] if opts.quick else ["sustained"])
+        probe = Probe(self.target.ws("/ws/health"), "/ws/health", opts)
+        started = time.monotonic()
+        try:
+            await probe.open()
+            greeting = await probe.recv_until(HealthStatus, started + opts.timeout)
+        except ProbeError as exc:
+            self.health.set_result(None)
+            rec.add("health_status", "fail", started, _detail(str(exc), probe.evidence),
+                    probe.evidence)
+            rec.skip(later, "skipped: no health_status")
+            await probe.abort()
+            return
+        self.health.set_result(greeting)
+        try:
+            await self._health_steps(probe, greeting, started)
+        finally:
+            await probe.abort()
+
+    async def _health_steps(self, probe: Probe, greeting: HealthStatus, started: float) -> None:
+        rec = self.rec
+        ok = greeting.status == "connected" and greeting.config is not None
+        rec.add("health_status", "pass" if ok else "fail", started,
+                f"status={greeting.status} client_id={greeting.client_id}"
+                + ("" if greeting.config else " (no config)"), probe.evidence)
+
+        now = time.monotonic()
+        config = greeting.config
+        interval: float | None = None
+        if config is None:
+            rec.add("config", "fail", now, "health_status has no config (ping_interval, "
+                    "ping_timeout)", probe.evidence)
+        else:
+            interval = float(config.ping_interval)
+            timeout = float(config.ping_timeout)
+            sane = interval > 0 and 0 < timeout < interval
+            note = (" - note: at or above nginx's default 60 s proxy_read_timeout"
+                    if interval >= 60 else "")
+            rec.add("config", "pass" if sane else "fail", now,
+                    f"ping_interval={interval:g}s ping_timeout={timeout:g}s"
+                    + ("" if sane else " (need 0 < ping_timeout < ping_interval)") + note,
+                    probe.evidence,
+                    metrics={"ping_interval_s": interval, "ping_timeout_s": timeout})
+
+        now = time.monotonic()
+        env = greeting.environment
+        if env is None:
+            rec.add("mixed_content", "skip", now, "skipped: health_status has no environment")
+        else:
+            https_page = self.target.secure or env.public_base_url.startswith("https://")
+            plain_ws = env.ws_public_url.startswith("ws://")
+            if https_page and plain_ws:
+                page = (f"the checked URL {self.target.ws_base}" if self.target.secure
+                        else f"public_base_url {env.public_base_url}")
+                rec.add("mixed_content", "fail", now,
+                        f"ws_public_url={env.ws_public_url} is ws:// while {page} is https",
+                        probe.evidence)
+            else:
+                rec.add("mixed_content", "pass", now,
+                        f"ws_public_url={env.ws_public_url} public_base_url={env.public_base_url}",
+                        probe.evidence)
+
+        await self._heartbeats(probe, interval, started)
+
+    async def _heartbeats(  # noqa: PLR0915 - one loop serves two checks on one socket
+        self, probe: Probe, server_interval: float | None, opened: float
+    ) -> None:
+        """Heartbeat delivery, then (unless --quick) the sustained connection, on one socket."""
+        rec, opts = self.rec, self.options
+        expected = opts.heartbeat_interval or server_interval
+        wanted = 1 if opts.quick else 2
+        hb_started = time.monotonic()
+        last_at = opened
+        last_number = 0
+        gaps: list[float] = []
+        heartbeat_done = expected is None
+        if expected is None:
+            rec.add("heartbeat", "skip", hb_started, "skipped: interval unknown (no config); "
+                    "pass --heartbeat-interval")
+        sustain_until = opened + opts.sustain
+        number_error: str | None = None
+        while True:
+            if heartbeat_done:
+                if opts.quick or time.monotonic() >= sustain_until:
+                    break
+                wait_until = sustain_until
+            else:
+                assert expected is not None
+                wait_until = last_at + expected + opts.grace
+            try:
+                message = await probe.recv(max(0.0, wait_until - time.monotonic()))
+            except ProbeError as exc:
+                ev = probe.evidence
+                timed_out = ev.error == "timeout"
+                if timed_out:  # the connection is fine; only the wait ended
+                    ev.error = ev.error_detail = None
+                if not heartbeat_done:
+                    assert expected is not None
+                    what = ("no heartbeat" if last_number == 0 else
+                            f"no heartbeat after #{last_number}")
+                    msg = (f"{what} within {expected:g}s interval + {opts.grace:g}s grace "
+                           f"(waited {time.monotonic() - last_at:.2f}s)" if timed_out else
+                           f"{what}: {exc}")
+                    rec.add("heartbeat", "fail", hb_started, _detail(msg, ev), ev,
+                            metrics={"expected_interval_s": expected, "grace_s": opts.grace,
+                             "server_interval_s": server_interval or 0.0})
+                    heartbeat_done = True
+                    if timed_out:
+                        continue
+                elif timed_out:  # the sustain window ended quietly
+                    break
+                if not opts.quick:
+                    rec.add("sustained", "fail", opened,
+                            _detail(f"dropped after {ev.age_at_close_s or 0:.2f}s of "
+                                    f"{opts.sustain:g}s, {ev.heartbeats_received} "
+                                    "heartbeats received", ev),
+                            ev, metrics={"age_s": ev.age_at_close_s or 0.0})
+                return
+            if isinstance(message, Heartbeat):
+                now = time.monotonic()
+                gaps.append(now - last_at)
+                if message.ping_number != last_number + 1 and number_error is None:
+                    number_error = (f"ping_number went {last_number} -> "
+                                    f"{message.ping_number}, expected {last_number + 1}")
+                last_at, last_number = now, message.ping_number
+                await probe.send({"type": "pong", "ping_number": message.ping_number})
+                if not heartbeat_done and probe.evidence.heartbeats_received >= wanted:
+                    heartbeat_done = True
+                    status: Status = "fail" if number_error else "pass"
+                    rec.add("heartbeat", status, hb_started,
+                            number_error or
+                            f"{probe.evidence.heartbeats_received} heartbeat(s), ping_number "
+                            f"1..{last_number}, max gap {max(gaps):.2f}s (limit "
+                            f"{(expected or 0) + opts.grace:g}s)",
+                            probe.evidence, metrics={"max_gap_s": round(max(gaps), 3)})
+        if not opts.quick:
+            await self._sustained_end(probe, opened, number_error, gaps)
+
+    async def _sustained_end(self, probe: Probe, opened: float, number_error: str | None,
+                             gaps: list[float]) -> None:
+        rec, opts = self.rec, self.options
+        # Sustained: still connected after --sustain; ask for live metrics, then close 1000.
+        ev = probe.evidence
+        try:
+            await probe.send({"type": "get_status"})
+            status_msg = await probe.recv_until(HealthStatus, time.monotonic() + opts.timeout)
+            await probe.close(1000, "ws-smoke done")
+        except ProbeError as exc:
+            rec.add("sustained", "fail", opened, _detail(f"after {opts.sustain:g}s: {exc}", ev),
+                    ev)
+            return
+        problems = [number_error] if number_error else []
+        if ev.close_code != 1000:
+            problems.append(f"close answered with {ev.close_code}")
+        detail = (f"connected {ev.age_at_close_s or 0:.1f}s, {ev.heartbeats_received} "
+                  f"heartbeats (server ping_count={status_msg.ping_count}), max gap "
+                  f"{max(gaps) if gaps else 0:.2f}s, closed 1000")
+        rec.add("sustained", "fail" if problems else "pass", opened,
+                "; ".join(problems) if problems else detail, ev,
+                metrics={"heartbeats": float(ev.heartbeats_received),
+                 "age_s": ev.age_at_close_s or 0.0})
+
+    # -- Origin policy -------------------------------------------------------------------------
+
+    async def origin_session(self) -> None:
+        rec, opts = self.rec, self.options
+        greeting = await self.health
+        started = time.monotonic()
+        if greeting is None or greeting.environment is None:
+            rec.add("origin_policy", "skip", started,
+                    "skipped: allowed_origins unknown (no health_status)")
+            return
+        allowed = greeting.environment.allowed_origins
+        foreign = opts.foreign_origin
+        probe = Probe(self.target.ws("/ws/health"), "/ws/health", opts, origin=foreign,
+                      use_origin=False)
+        try:
+            await probe.open()
+        except ProbeError as exc:
+            ev = probe.evidence
+            if ev.http_status == 403:
+                rec.add("origin_policy", "pass", started,
+                        f"Origin {foreign} refused with HTTP 403 (allowed: {', '.join(allowed)})",
+                        ev)
+            else:
+                rec.add("origin_policy", "fail", started,
+                        _detail(f"Origin {foreign}: expected HTTP 403, got: {exc}", ev), ev)
+            return
+        await probe.abort()
+        ev = probe.evidence
+        if "*" in allowed:
+            rec.add("origin_policy", "pass", started,
+                    f"Origin {foreign} accepted: ALLOWED_ORIGINS is * (any site may connect)",
+                    ev)
+        else:
+            ev.error = "mismatch"
+            rec.add("origin_policy", "fail", started,
+                    f"Origin {foreign} was accepted (101) although allowed_origins is "
+                    f"{', '.join(allowed)}", ev)
+

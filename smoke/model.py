@@ -1,0 +1,110 @@
+"""Results, evidence and diagnoses: plain msgspec Structs, so ``--json`` is one encode call."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Status = Literal["pass", "fail", "skip"]
+Via = Literal["target", "direct"]
+
+# RFC 6455 section 7.4.1 names, for the report.
+CLOSE_CODE_NAMES: dict[int, str] = {
+    1000: "normal closure",
+    1001: "going away",
+    1002: "protocol error",
+    1003: "unsupported data",
+    1005: "no status code",
+    1006: "abnormal closure, no close frame",
+    1007: "invalid payload",
+    1008: "policy violation",
+    1009: "message too big",
+    1010: "missing extension",
+    1011: "internal error",
+    1012: "service restart",
+    1013: "try again later",
+    1015: "TLS handshake failure",
+}
+
+
+def close_code_name(code: int) -> str:
+    if code in CLOSE_CODE_NAMES:
+        return CLOSE_CODE_NAMES[code]
+    if 4000 <= code <= 4999:
+        return "application-defined"
+    return "unknown"
+
+
+ErrorKind = Literal[
+    "refused", "dns", "connect_timeout", "tls", "network", "http_status", "handshake",
+    "closed", "timeout", "unexpected_message", "mismatch",
+]
+
+
+class Evidence(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What one connection attempt showed: the raw facts diagnoses are made from."""
+
+    url: str
+    origin: str | None = None
+    http_status: int | None = None
+    """101 when the handshake succeeded, else the rejection's status."""
+    server_header: str | None = None
+    allow_header: str | None = None
+    error: ErrorKind | None = None
+    error_detail: str | None = None
+    opened: bool = False
+    close_code: int | None = None
+    close_reason: str | None = None
+    closed_by: Literal["server", "client", "network"] | None = None
+    age_at_close_s: float | None = None
+    idle_at_close_s: float | None = None
+    """Seconds since the last message received when the connection closed."""
+    messages_received: int = 0
+    heartbeats_received: int = 0
+
+    def summary(self) -> str:
+        """The transport facts for the report's detail column."""
+        parts: list[str] = []
+        if self.http_status is not None and self.http_status != 101:
+            server = f" from {self.server_header}" if self.server_header else ""
+            parts.append(f"HTTP {self.http_status}{server}")
+        if self.close_code is not None:
+            reason = f" reason {self.close_reason!r}" if self.close_reason else ""
+            age = (
+                f" after {self.age_at_close_s:.2f}s" if self.age_at_close_s is not None else ""
+            )
+            parts.append(
+                f"close {self.close_code} ({close_code_name(self.close_code)}){reason}{age}"
+            )
+        return ", ".join(parts)
+
+
+class CheckResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str
+    title: str
+    status: Status
+    duration_s: float
+    detail: str
+    via: Via = "target"
+    evidence: Evidence | None = None
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class Diagnosis(msgspec.Struct, kw_only=True):
+    code: str
+    cause: str
+    next_step: str
+    checks: list[str]
+
+
+class Report(msgspec.Struct, kw_only=True):
+    tool: str
+    target: str
+    direct: str | None
+    started_at: float
+    duration_s: float
+    exit_code: int
+    counts: dict[str, int]
+    results: list[CheckResult]
+    diagnoses: list[Diagnosis]

@@ -1,0 +1,49 @@
+"""A whole run: the suite against the target (and ``--direct``), concurrently, then diagnoses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from service.messages import HealthStatus
+from smoke.checks import Suite
+from smoke.diagnose import diagnose
+from smoke.model import CheckResult, Report
+from smoke.target import Options, Target
+
+EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 2
+_UNREACHABLE = frozenset({"refused", "dns", "connect_timeout", "network"})
+
+
+def _greeting(suite: Suite) -> HealthStatus | None:
+    return suite.health.result() if suite.health.done() else None
+
+
+async def run_checks(target: Target, options: Options, direct: Target | None = None) -> Report:
+    started_at, started = time.time(), time.monotonic()
+    suites = [Suite(target, options)]
+    if direct is not None:
+        suites.append(Suite(direct, options, via="direct"))
+    per_suite = await asyncio.gather(*(s.run() for s in suites))
+    results: list[CheckResult] = [r for rs in per_suite for r in rs]
+
+    greeting = next((g for g in map(_greeting, suites) if g is not None), None)
+    allowed = (greeting.environment.allowed_origins
+               if greeting is not None and greeting.environment is not None else None)
+    interval = (float(greeting.config.ping_interval)
+                if greeting is not None and greeting.config is not None else None)
+    diagnoses = diagnose(target, options, results, direct=direct, allowed_origins=allowed,
+                         ping_interval=interval)
+
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
+    handshake = next((r for r in results if r.name == "handshake" and r.via == "target"), None)
+    unreachable = (handshake is not None and handshake.status == "fail"
+                   and handshake.evidence is not None
+                   and handshake.evidence.error in _UNREACHABLE)
+    exit_code = (EXIT_UNREACHABLE if unreachable else
+                 EXIT_FAILED if counts["fail"] else EXIT_OK)
+    return Report(
+        tool="ws-smoke", target=target.ws_base, direct=direct.ws_base if direct else None,
+        started_at=started_at, duration_s=round(time.monotonic() - started, 3),
+        exit_code=exit_code, counts=counts, results=results, diagnoses=diagnoses,
+    )
