@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from service.messages import HealthStatus
 from smoke.checks import Suite
 from smoke.diagnose import diagnose
 from smoke.model import CheckResult, Report
+from smoke.probe import Probe, ProbeError
 from smoke.target import Options, Target
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 2
@@ -17,6 +19,20 @@ _UNREACHABLE = frozenset({"refused", "dns", "connect_timeout", "network"})
 
 def _greeting(suite: Suite) -> HealthStatus | None:
     return suite.health.result() if suite.health.done() else None
+
+
+async def _greeting_without_origin(target: Target, options: Options) -> HealthStatus | None:
+    probe = Probe(target.ws("/ws/health"), "/ws/health", options, use_origin=False)
+    try:
+        await probe.open()
+        greeting: HealthStatus = await probe.recv_until(
+            HealthStatus, time.monotonic() + options.timeout)
+    except ProbeError:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.abort()
+    return greeting
 
 
 async def run_checks(target: Target, options: Options, direct: Target | None = None) -> Report:
@@ -28,6 +44,10 @@ async def run_checks(target: Target, options: Options, direct: Target | None = N
     results: list[CheckResult] = [r for rs in per_suite for r in rs]
 
     greeting = next((g for g in map(_greeting, suites) if g is not None), None)
+    if greeting is None and any(r.evidence is not None and r.evidence.http_status == 403
+                                for r in results):
+        # Our Origin was refused everywhere: ask /ws/health without one, to name the list.
+        greeting = await _greeting_without_origin(target, options)
     allowed = (greeting.environment.allowed_origins
                if greeting is not None and greeting.environment is not None else None)
     interval = (float(greeting.config.ping_interval)

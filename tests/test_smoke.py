@@ -1,0 +1,303 @@
+"""ws-smoke against the real service and real, deliberately broken nginx setups on 127.0.0.1.
+
+Every test asserts the diagnosis the operator would read, not just a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.smoke_support import (
+    REPO,
+    Nginx,
+    Service,
+    free_port,
+    run_smoke,
+    start_nginx,
+    start_service,
+    stop,
+)
+
+ALL_CHECKS = {
+    "http_health", "handshake", "echo_welcome", "echo_roundtrip", "latency", "normal_close",
+    "ws_ping_pong", "ws_echo", "health_status", "config", "mixed_content", "heartbeat",
+    "sustained", "origin_policy",
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("smoke")
+
+
+@pytest.fixture(scope="module")
+def fast_service(workdir: Path) -> Iterator[Service]:
+    """Heartbeat every 0.5 s (timeout 0.25 s), default allowed origins."""
+    service = start_service(workdir)
+    yield service
+    stop(service.proc)
+
+
+@pytest.fixture(scope="module")
+def slow_service(workdir: Path) -> Iterator[Service]:
+    """Heartbeat every 2 s: slower than the 1 s proxy idle timeout below."""
+    service = start_service(workdir, WS_PING_INTERVAL="2", WS_PING_TIMEOUT="0.5")
+    yield service
+    stop(service.proc)
+
+
+@pytest.fixture(scope="module")
+def idle_timeout_proxy(workdir: Path, slow_service: Service) -> Iterator[Nginx]:
+    """nginx set up for WebSockets, but with proxy_read_timeout 1s < the 2 s heartbeat."""
+    nginx = start_nginx(workdir, slow_service.port, read_timeout="1s")
+    yield nginx
+    stop(nginx.proc)
+
+
+def test_healthy_service_passes_every_check(fast_service: Service, tmp_path: Path) -> None:
+    junit = tmp_path / "smoke.xml"
+    run = run_smoke(tmp_path, fast_service.url, "--sustain", "2", "--grace", "1",
+                    "--junit", str(junit))
+    assert run.code == 0, run.out
+    statuses = {r["name"]: r["status"] for r in run.report["results"]}
+    assert statuses == dict.fromkeys(ALL_CHECKS, "pass"), run.out
+    assert run.report["diagnoses"] == []
+    assert run.report["counts"] == {"pass": len(ALL_CHECKS), "fail": 0, "skip": 0}
+    # Concurrent checks: the run lasts about --sustain, not the sum of the checks.
+    assert 2.0 <= run.report["duration_s"] < 5.0
+    sustained = run.result("sustained")
+    assert sustained["metrics"]["heartbeats"] >= 3  # 0.5 s interval over 2 s
+    assert sustained["evidence"]["close_code"] == 1000
+    latency = run.result("latency")["metrics"]
+    assert latency["samples"] == 20
+    assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] < 100
+    assert "refused with HTTP 403" in run.result("origin_policy")["detail"]
+    assert "14 passed, 0 failed, 0 skipped" in run.out
+
+    root = ET.parse(junit).getroot()  # noqa: S314 - a file this test wrote
+    assert root.tag == "testsuites"
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert suite.get("tests") == str(len(ALL_CHECKS))
+    assert suite.get("failures") == "0"
+    cases = suite.findall("testcase")
+    assert {c.get("name") for c in cases} == ALL_CHECKS
+    assert all(c.find("failure") is None for c in cases)
+
+
+def test_nothing_listening_is_exit_2_connection_refused(tmp_path: Path) -> None:
+    port = free_port()
+    run = run_smoke(tmp_path, f"ws://127.0.0.1:{port}", "--quick")
+    assert run.code == 2, run.out
+    diagnosis = run.diagnosis("connection_refused")
+    assert f"127.0.0.1:{port}" in diagnosis["cause"]
+    assert "not running" in diagnosis["cause"]
+    assert f"curl http://127.0.0.1:{port}/health" in diagnosis["next_step"]
+    assert set(diagnosis["checks"]) >= {"handshake", "health_status", "http_health"}
+    assert run.codes == ["connection_refused"]
+    assert "Diagnoses:" in run.out
+    assert "[connection_refused]" in run.out
+
+
+def test_usage_error_is_exit_2(tmp_path: Path) -> None:
+    run = run_smoke(tmp_path, "ftp://127.0.0.1:1")
+    assert run.code == 2
+    assert "unsupported URL scheme 'ftp'" in run.err
+
+
+def test_foreign_origin_gets_403_and_names_origin_and_allowed_list(
+    fast_service: Service, tmp_path: Path,
+) -> None:
+    run = run_smoke(tmp_path, fast_service.url, "--quick", "--origin", "https://evil.invalid")
+    assert run.code == 1, run.out
+    diagnosis = run.diagnosis("origin_forbidden")
+    assert "HTTP 403" in diagnosis["cause"]
+    assert "Origin sent: https://evil.invalid" in diagnosis["cause"]
+    # The allowed list comes from health_status, fetched without our refused Origin.
+    assert "http://localhost:3000, http://127.0.0.1:3000" in diagnosis["cause"]
+    assert "ALLOWED_ORIGINS" in diagnosis["next_step"]
+    assert run.result("handshake")["evidence"]["http_status"] == 403
+    assert "HTTP 403" in run.result("handshake")["detail"]
+
+
+def test_allowed_origin_passes(fast_service: Service, tmp_path: Path) -> None:
+    run = run_smoke(tmp_path, fast_service.url, "--quick", "--origin", "http://localhost:3000",
+                    "-H", "X-Smoke: 1")
+    assert run.code == 0, run.out
+    assert "sustained" not in {r["name"] for r in run.report["results"]}
+
+
+def test_nginx_without_upgrade_headers(fast_service: Service, workdir: Path,
+                                       tmp_path: Path) -> None:
+    nginx = start_nginx(workdir, fast_service.port, upgrade=False)
+    try:
+        junit = tmp_path / "broken.xml"
+        run = run_smoke(tmp_path, nginx.url, "--quick", "--junit", str(junit))
+    finally:
+        stop(nginx.proc)
+    assert run.code == 1, run.out
+    diagnosis = run.diagnosis("upgrade_not_forwarded")
+    assert "not forwarding the Upgrade and Connection headers" in diagnosis["cause"]
+    assert "nginx" in diagnosis["cause"]
+    assert "proxy_set_header Upgrade $http_upgrade" in diagnosis["next_step"]
+    assert "proxy_set_header Connection $connection_upgrade" in diagnosis["next_step"]
+    evidence = run.result("handshake")["evidence"]
+    assert evidence["http_status"] in (400, 405, 426)
+    assert run.result("http_health")["status"] == "pass"  # plain HTTP still goes through
+    assert "HTTP 405 from nginx" in run.out or "HTTP 400 from nginx" in run.out
+
+    root = ET.parse(junit).getroot()  # noqa: S314 - a file this test wrote
+    failures = root.findall(".//testcase/failure")
+    assert {f.get("type") for f in failures} == {"SmokeCheckFailed"}
+    handshake = root.find(".//testcase[@name='handshake']/failure")
+    assert handshake is not None
+    assert handshake.text is not None
+    assert "upgrade_not_forwarded" in handshake.text
+    assert root.find(".//testcase[@name='echo_welcome']/skipped") is not None
+
+
+def test_proxy_idle_timeout_names_seconds_and_direct_blames_proxy(
+    idle_timeout_proxy: Nginx, slow_service: Service, tmp_path: Path,
+) -> None:
+    run = run_smoke(tmp_path, idle_timeout_proxy.url, "--sustain", "3", "--grace", "0.5",
+                    "--direct", slow_service.url)
+    assert run.code == 1, run.out
+    idle = run.diagnosis("proxy_idle_timeout")
+    assert re.search(r"proxy idle timeout of about 1(\.\d)? s", idle["cause"]), idle
+    assert "server ping interval is 2 s" in idle["cause"]
+    assert "Lower WS_PING_INTERVAL below 1" in idle["next_step"]
+    assert "raise proxy_read_timeout above 2 s" in idle["next_step"]
+    sustained = run.result("sustained")
+    assert sustained["status"] == "fail"
+    assert sustained["evidence"]["close_code"] == 1006
+    assert 0.8 <= sustained["evidence"]["age_at_close_s"] < 1.8
+    assert "close 1006" in run.out
+    # The same checks straight to the backend pass: the proxy is at fault.
+    assert run.result("sustained", via="direct")["status"] == "pass"
+    assert run.result("heartbeat", via="direct")["status"] == "pass"
+    proxy = run.diagnosis("proxy_configuration")
+    assert "sustained" in proxy["checks"]
+    assert "pass direct" in proxy["cause"]
+    assert "backend_problem" not in run.codes
+
+
+def test_watch_logs_each_drop_and_summarises(idle_timeout_proxy: Nginx, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "smoke", "watch", idle_timeout_proxy.url, "--duration", "2.6"],
+        cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    drops = re.findall(r"drop #\d+: code 1006 .* after (\d+\.\d+)s", done.stdout)
+    assert len(drops) >= 2, done.stdout
+    assert all(0.8 <= float(age) < 1.8 for age in drops), drops
+    assert "reconnecting in 0.5s" in done.stdout
+    assert "reconnecting in 1s" in done.stdout
+    summary = done.stdout.strip().splitlines()[-1]
+    assert "drops by code: 1006 (abnormal closure, no close frame)" in summary
+    assert re.search(r"(\d+) connection\(s\), \1 drop\(s\)", summary), summary
+
+
+def test_watch_healthy_service_has_no_drop(fast_service: Service) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "smoke", "watch", fast_service.url, "--duration", "1.3"],
+        cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = done.stdout.strip().splitlines()[-1]
+    assert "1 connection(s), 0 drop(s)" in summary
+    assert "drops by code: none" in summary
+    heartbeats = int(re.findall(r"(\d+) heartbeat\(s\)", summary)[0])
+    assert heartbeats >= 2
+
+
+def test_backend_down_behind_nginx_is_502_and_direct_confirms(workdir: Path,
+                                                                tmp_path: Path) -> None:
+    dead = free_port()
+    nginx = start_nginx(workdir, dead)
+    try:
+        run = run_smoke(tmp_path, nginx.url, "--quick", "--direct", f"ws://127.0.0.1:{dead}")
+    finally:
+        stop(nginx.proc)
+    assert run.code == 1, run.out  # the proxy answered: reachable, but failing
+    diagnosis = run.diagnosis("backend_unreachable")
+    assert "HTTP 502" in diagnosis["cause"]
+    assert "proxy is up but cannot reach the backend" in diagnosis["cause"]
+    assert "proxy_pass" in diagnosis["next_step"]
+    assert run.result("handshake")["evidence"]["http_status"] == 502
+    refused = run.diagnosis("connection_refused")
+    assert refused["checks"]
+    assert all(c.startswith("direct:") for c in refused["checks"])
+    assert "backend itself is at fault" in run.diagnosis("backend_problem")["cause"]
+    assert "proxy_configuration" not in run.codes
+
+
+def test_heartbeats_slower_than_interval_plus_grace(slow_service: Service,
+                                                   tmp_path: Path) -> None:
+    run = run_smoke(tmp_path, slow_service.url, "--quick", "--heartbeat-interval", "0.5",
+                    "--grace", "0.3")
+    assert run.code == 1, run.out
+    heartbeat = run.result("heartbeat")
+    assert heartbeat["status"] == "fail"
+    assert "no heartbeat within 0.5s interval + 0.3s grace" in heartbeat["detail"]
+    assert heartbeat["duration_s"] < 1.5  # gave up at interval + grace, not at the timeout
+    diagnosis = run.diagnosis("no_heartbeat")
+    assert "No heartbeat within 0.5 s interval + 0.3 s grace" in diagnosis["cause"]
+    assert "ping_interval is 2 s, above the expected 0.5 s" in diagnosis["cause"]
+    assert "WS_PING_INTERVAL" in diagnosis["next_step"]
+    assert run.codes == ["no_heartbeat"]
+
+
+def test_mixed_content_https_page_with_ws_public_url(workdir: Path, tmp_path: Path) -> None:
+    service = start_service(workdir, PUBLIC_BASE_URL="https://app.example.invalid",
+                            WS_PUBLIC_URL="ws://app.example.invalid/ws")
+    try:
+        run = run_smoke(tmp_path, service.url, "--quick")
+    finally:
+        stop(service.proc)
+    assert run.code == 1, run.out
+    diagnosis = run.diagnosis("mixed_content")
+    assert "ws_public_url=ws://app.example.invalid/ws is ws://" in diagnosis["cause"]
+    assert "https://app.example.invalid" in diagnosis["cause"]
+    assert "WS_PUBLIC_URL=wss://" in diagnosis["next_step"]
+    assert run.codes == ["mixed_content"]
+
+
+def test_any_origin_deployment_accepts_foreign_origin(workdir: Path, tmp_path: Path) -> None:
+    service = start_service(workdir, ALLOWED_ORIGINS="*")
+    try:
+        run = run_smoke(tmp_path, service.url, "--quick")
+    finally:
+        stop(service.proc)
+    assert run.code == 0, run.out
+    assert "ALLOWED_ORIGINS is *" in run.result("origin_policy")["detail"]
+
+
+def test_ws_smoke_sh_falls_back_to_python_checker(fast_service: Service, tmp_path: Path) -> None:
+    """No websocat, and wscat present but not interactive: the Python checker runs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_wscat = bin_dir / "wscat"
+    fake_wscat.write_text("#!/bin/sh\necho 'wscat must not run non-interactively' >&2\nexit 9\n")
+    fake_wscat.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    report = tmp_path / "sh.json"
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/dev/ws_smoke.sh"), fast_service.url, "--quick",
+         "--json", str(report)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "client: python (ws-smoke)" in done.stdout
+    assert "websocat not found" in done.stdout
+    assert "wscat" in done.stdout
+    assert "not interactive" in done.stdout
+    assert json.loads(report.read_text())["exit_code"] == 0
