@@ -157,7 +157,9 @@ def _abnormal(ev: Evidence, ctx: Context, name: str) -> Diagnosis:
                       "`grep WS_DIAGNOSTICS` in the server log",
             checks=[name])
     interval_text = f"{interval:g} s" if interval is not None else "unknown"
-    if interval is None or interval >= idle * 0.9:
+    # Heartbeats that arrived prove the path survives gaps of one interval: a drop sooner
+    # than that after the last message is not an idle timeout.
+    if interval is None or ev.heartbeats_received == 0 or idle >= interval * 0.9:
         n = _fmt(idle)
         lower = f"{max(idle / 2, 0.1):.2g}" if idle < 10 else f"{idle / 2:.0f}"
         return Diagnosis(

@@ -1,0 +1,123 @@
+"""ws-smoke's pure parts: URL handling, percentiles and diagnosis rules on given evidence.
+
+The integration tests (test_smoke.py) produce most evidence for real; these cover the rules
+a test cannot provoke cheaply on 127.0.0.1 (a 1006 right after open, a drop while
+heartbeats flow, 401, 426).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from smoke.checks import percentile
+from smoke.diagnose import diagnose
+from smoke.model import CheckResult, Evidence
+from smoke.target import Options, UsageError, parse_header, parse_target
+
+TARGET = parse_target("ws://127.0.0.1:9000")
+
+
+@pytest.mark.parametrize(
+    ("given", "ws_base", "http_base"),
+    [
+        ("ws://localhost:9000", "ws://localhost:9000", "http://localhost:9000"),
+        ("https://api.example.invalid", "wss://api.example.invalid",
+         "https://api.example.invalid"),
+        ("http://127.0.0.1:8080/ws", "ws://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("wss://h.invalid/prefix/ws/health/", "wss://h.invalid/prefix",
+         "https://h.invalid/prefix"),
+        ("127.0.0.1:9000", "ws://127.0.0.1:9000", "http://127.0.0.1:9000"),
+    ],
+)
+def test_parse_target(given: str, ws_base: str, http_base: str) -> None:
+    target = parse_target(given)
+    assert (target.ws_base, target.http_base) == (ws_base, http_base)
+    assert target.ws("/ws/echo") == ws_base + "/ws/echo"
+
+
+@pytest.mark.parametrize("bad", ["ftp://h", "ws://", "ws://h:99999"])
+def test_parse_target_rejects(bad: str) -> None:
+    with pytest.raises(UsageError):
+        parse_target(bad)
+
+
+def test_parse_header() -> None:
+    assert parse_header("Authorization:  Bearer x ") == ("Authorization", "Bearer x")
+    with pytest.raises(UsageError):
+        parse_header("no colon")
+
+
+def test_percentile_nearest_rank() -> None:
+    samples = [float(i) for i in range(1, 101)]
+    assert percentile(samples, 50) == 50
+    assert percentile(samples, 95) == 95
+    assert percentile(samples, 99) == 99
+    assert percentile([3.0], 99) == 3.0
+
+
+def _failed(name: str, ev: Evidence, **metrics: float) -> CheckResult:
+    return CheckResult(name=name, title=name, status="fail", duration_s=0.1, detail="x",
+                       evidence=ev, metrics=metrics)
+
+
+def _closed(age: float, idle: float, heartbeats: int = 0) -> Evidence:
+    return Evidence(url="ws://127.0.0.1:9000/ws/health", http_status=101, opened=True,
+                    close_code=1006, close_reason="", closed_by="network",
+                    age_at_close_s=age, idle_at_close_s=idle, heartbeats_received=heartbeats)
+
+
+def test_1006_right_after_open_blames_proxy_upgrade_handling() -> None:
+    [d] = diagnose(TARGET, Options(), [_failed("sustained", _closed(0.05, 0.05))],
+                   ping_interval=30)
+    assert d.code == "abnormal_close_immediate"
+    assert "0.05s after the handshake" in d.cause
+    assert "proxy_set_header Upgrade" in d.next_step
+
+
+def test_1006_at_n_seconds_compares_with_ping_interval() -> None:
+    [d] = diagnose(TARGET, Options(), [_failed("sustained", _closed(60.2, 60.2))],
+                   ping_interval=75)
+    assert d.code == "proxy_idle_timeout"
+    assert "proxy idle timeout of about 60 s; server ping interval is 75 s" in d.cause
+    assert "Lower WS_PING_INTERVAL below 60 s (e.g. 30)" in d.next_step
+    assert "raise proxy_read_timeout above 75 s" in d.next_step
+
+
+def test_1006_while_heartbeats_flow_is_not_an_idle_timeout() -> None:
+    [d] = diagnose(TARGET, Options(), [_failed("sustained", _closed(30.0, 2.0, 5))],
+                   ping_interval=5)
+    assert d.code == "dropped_while_active"
+    assert "lifetime cap" in d.cause
+
+
+def test_401_asks_for_bearer_token() -> None:
+    ev = Evidence(url="ws://x/ws", http_status=401, error="http_status")
+    [d] = diagnose(TARGET, Options(), [_failed("handshake", ev)])
+    assert d.code == "auth_required"
+    assert "-H 'Authorization: Bearer TOKEN'" in d.next_step
+    [d] = diagnose(TARGET, Options(headers=(("Authorization", "Bearer bad"),)),
+                   [_failed("handshake", ev)])
+    assert "was rejected" in d.cause
+
+
+@pytest.mark.parametrize("status", [400, 426])
+def test_400_426_mean_upgrade_not_forwarded(status: int) -> None:
+    ev = Evidence(url="ws://x/ws", http_status=status, error="http_status",
+                  server_header="nginx/1.22.1")
+    [d] = diagnose(TARGET, Options(), [_failed("handshake", ev)])
+    assert d.code == "upgrade_not_forwarded"
+    assert "Upgrade and Connection headers" in d.cause
+
+
+def test_same_cause_merges_checks() -> None:
+    ev = Evidence(url="ws://x/ws", http_status=504, error="http_status")
+    diagnoses = diagnose(TARGET, Options(), [_failed("handshake", ev), _failed("ws_echo", ev)])
+    assert [(d.code, d.checks) for d in diagnoses] == [
+        ("backend_unreachable", ["handshake", "ws_echo"])]
+
+
+def test_heartbeat_overdue_drop_is_an_idle_timeout() -> None:
+    [d] = diagnose(TARGET, Options(), [_failed("sustained", _closed(65.0, 60.0, 1))],
+                   ping_interval=61)
+    assert d.code == "proxy_idle_timeout"
+    assert "about 60 s" in d.cause
