@@ -39,6 +39,20 @@ def _check_bind(settings: Settings) -> None:
             ) from None
 
 
+async def _announce_ready(settings: Settings) -> None:
+    """Log "ready" once the port accepts connections: Granian's worker binds after its own logs."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, settings.port)
+        except OSError:
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        logger.info("ready: serving on http://%s:%d", settings.host, settings.port)
+        return
+
+
 async def serve(settings: Settings) -> None:
     app = create_app(settings)
     registry: Registry = app.state["registry"]
@@ -52,15 +66,19 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())
+    ready = asyncio.create_task(_announce_ready(settings))
     await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
     if serving.done():  # the server failed on its own
         stopping.cancel()
         serving.result()
         return
     open_count = len(registry)
-    left = await registry.close_all(GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout)
+    left = await registry.close_all(
+        GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout
+    )
     logger.info("shutdown: closed %d connection(s) with 1001, %d did not finish", open_count, left)
-    server.stop()
+    server.stop()  # type: ignore[no-untyped-call]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(serving, settings.ws_shutdown_timeout)
 

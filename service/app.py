@@ -12,7 +12,7 @@ from service.diagnostics import configure_logging
 from service.endpoints import EchoEndpoint, HealthEndpoint, WsEndpoint, ping_config
 from service.messages import HealthResponse
 from service.registry import Registry
-from service.security import handshake_guard
+from service.security import handshake_middleware
 from service.session import Endpoint, Session
 from service.settings import Settings, load_settings
 
@@ -22,14 +22,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     registry = Registry()
-    guard = handshake_guard(settings)
     health_config = ping_config(settings)
 
     def ws_route(endpoint: Endpoint) -> Any:
         async def handler(socket: WebSocket[Any, Any, Any]) -> None:
             await Session(socket, endpoint, settings, registry).run()
 
-        return websocket(endpoint.path, guards=[guard], name=endpoint.path)(handler)
+        return websocket(endpoint.path, name=endpoint.path)(handler)
 
     @get("/health", sync_to_thread=False)
     def health(request: Request[Any, Any, Any]) -> HealthResponse:
@@ -45,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ws_route(HealthEndpoint(settings)),
             ws_route(WsEndpoint()),
         ],
+        middleware=[handshake_middleware(settings)],
         state=State({"settings": settings, "registry": registry}),
         openapi_config=None,
         logging_config=None,

@@ -61,13 +61,13 @@ def _error(session: Session, code: ErrorCode, detail: str) -> Error:
 def _parse(session: Session, text: str) -> Envelope | Error:
     try:
         return _envelope.decode(text)
-    except msgspec.DecodeError as exc:
-        return _error(session, "invalid_json", str(exc))
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
         return _error(
             session, "invalid_message",
             f'a message must be a JSON object with a string "type" ({exc})',
         )
+    except msgspec.DecodeError as exc:
+        return _error(session, "invalid_json", str(exc))
 
 
 def _ack_pong(session: Session, text: str) -> Error | None:

@@ -1,47 +1,90 @@
-"""Handshake checks run before a WebSocket is accepted.
+"""Handshake checks run before a WebSocket is accepted: Origin policy and bearer token.
 
 Litestar's CORS and CSRF middleware do not look at WebSockets, and browsers send cookies with
 cross-site WebSocket handshakes, so the Origin check (against cross-site WebSocket hijacking)
-is this guard's job. A rejection raised here becomes a real HTTP status on Granian.
+is this middleware's job. It answers with a real HTTP status (403, or 401 with
+``WWW-Authenticate``) through the ASGI WebSocket denial-response extension, which Granian
+supports; a server without it gets a pre-accept close, which it turns into 403.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import Callable
 
-from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    WebSocketResponseBodyEvent,
+    WebSocketResponseStartEvent,
+)
 
 from service.diagnostics import log_event
 from service.settings import Settings
 
+_DENIAL = "websocket.http.response"
 
-def handshake_guard(settings: Settings) -> Any:
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def handshake_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
     allowed = frozenset(settings.allowed_origins)
     expected = f"Bearer {settings.ws_auth_token}".encode() if settings.ws_auth_token else None
 
-    def reject(connection: ASGIConnection[Any, Any, Any, Any], why: str, origin: str | None) -> None:
-        client = connection.client
-        log_event(
-            "rejected", endpoint=connection.scope["path"], reason=why, origin=origin,
-            peer=f"{client.host}:{client.port}" if client else None,
-        )
-
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        origin = connection.headers.get("origin")
+    def check(scope: Scope) -> tuple[int, str, str] | None:
+        """(HTTP status, log reason, response text) for a handshake to refuse, else None."""
+        origin = _header(scope, b"origin")
         if origin is None:
             if settings.ws_require_origin:
-                reject(connection, "origin missing", origin)
-                raise PermissionDeniedException("an Origin header is required")
+                return 403, "origin missing", "an Origin header is required\n"
         elif not settings.any_origin and origin not in allowed:
-            reject(connection, "origin not allowed", origin)
-            raise PermissionDeniedException(f"origin {origin!r} is not in ALLOWED_ORIGINS")
+            return 403, "origin not allowed", f"origin {origin!r} is not in ALLOWED_ORIGINS\n"
         if expected is not None:
-            given = connection.headers.get("authorization", "").encode()
+            given = (_header(scope, b"authorization") or "").encode("latin-1")
             if not hmac.compare_digest(given, expected):
-                reject(connection, "bad or missing bearer token", origin)
-                raise NotAuthorizedException("a valid 'Authorization: Bearer' token is required")
+                return 401, "bad or missing bearer token", "a valid bearer token is required\n"
+        return None
 
-    return guard
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.WEBSOCKET:
+                await app(scope, receive, send)
+                return
+            refusal = check(scope)
+            if refusal is None:
+                await app(scope, receive, send)
+                return
+            status, reason, text = refusal
+            client = scope.get("client")
+            log_event(
+                "rejected", endpoint=scope["path"], status=status, reason=reason,
+                origin=_header(scope, b"origin"),
+                peer=f"{client[0]}:{client[1]}" if client else None,
+            )
+            await receive()  # websocket.connect
+            if _DENIAL not in (scope.get("extensions") or {}):
+                await send({"type": "websocket.close", "code": 1008, "reason": reason})
+                return
+            headers = [(b"content-type", b"text/plain; charset=utf-8")]
+            if status == 401:
+                headers.append((b"www-authenticate", b'Bearer realm="ws"'))
+            start: WebSocketResponseStartEvent = {
+                "type": "websocket.http.response.start", "status": status, "headers": headers,
+            }
+            body: WebSocketResponseBodyEvent = {
+                "type": "websocket.http.response.body", "body": text.encode(), "more_body": False,
+            }
+            await send(start)
+            await send(body)
+
+        return guarded
+
+    return middleware

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
 
@@ -29,6 +29,7 @@ from service.messages import Heartbeat
 
 if TYPE_CHECKING:
     from litestar import WebSocket
+    from litestar.types import WebSocketReceiveEvent
 
     from service.registry import Registry
     from service.settings import Settings
@@ -160,7 +161,8 @@ class Session:
                     asyncio.create_task(self._receive_loop()),
                     asyncio.create_task(self._heartbeat_loop()),
                 ]
-                await asyncio.wait([self._closed, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                waiters: list[asyncio.Future[Any]] = [self._closed, *tasks]
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for task in tasks:
                     if task.done() and not task.cancelled() and task.exception() is not None:
                         logging.getLogger(__name__).error(
@@ -194,16 +196,16 @@ class Session:
         while True:
             event = await receive()
             if event["type"] == "websocket.disconnect":
-                self.request_close(
-                    event.get("code", NO_STATUS), event.get("reason") or "", by="client"
-                )
+                gone = cast("dict[str, Any]", event)
+                self.request_close(gone.get("code", NO_STATUS), gone.get("reason") or "",
+                                   by="client")
                 return
             received_at = time.time()
             self.last_received = time.monotonic()
             self.messages_in += 1
-            text = event.get("text")
+            text = cast("WebSocketReceiveEvent", event).get("text")
             if text is None:
-                self.request_close(UNSUPPORTED_DATA, "binary frames are not supported; send JSON text")
+                self.request_close(UNSUPPORTED_DATA, "binary frames are unsupported; use text")
                 return
             # len() counts characters; encode only when the UTF-8 size could exceed the limit.
             if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):

@@ -26,6 +26,20 @@ def free_port() -> int:
         return port
 
 
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    """Block until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.02)
+        else:
+            return
+
+
 class ServiceProcess:
     """A running ``ws-service``; its output is collected so tests can wait on log lines."""
 
@@ -101,7 +115,7 @@ def start_service() -> Iterator[StartService]:
     started: list[ServiceProcess] = []
     executable = shutil.which("ws-service", path=str(VENV_BIN)) or "ws-service"
 
-    def start(argv: list[str] | None = None, ready: str | None = "Started worker",
+    def start(argv: list[str] | None = None, ready: str | None = "ready: serving on",
               **env: str) -> ServiceProcess:
         port = int(env.pop("PORT", 0)) or free_port()
         proc = ServiceProcess(
