@@ -74,7 +74,7 @@ class Service:
         return f"ws://127.0.0.1:{self.port}"
 
 
-def start_service(tmp: Path, **env: str) -> Service:
+def launch_service(tmp: Path, **env: str) -> Service:
     """``ws-service`` on a free port; ``env`` overrides (WS_PING_INTERVAL, ALLOWED_ORIGINS...)."""
     port = free_port()
     base = {k: v for k, v in os.environ.items()
@@ -134,7 +134,7 @@ class Nginx:
         return f"ws://127.0.0.1:{self.port}"
 
 
-def start_nginx(tmp: Path, backend: int, *, upgrade: bool = True,
+def launch_nginx(tmp: Path, backend: int, *, upgrade: bool = True,
                 read_timeout: str = "60s") -> Nginx:
     """A throwaway nginx proxying to 127.0.0.1:backend, rendered into its own folder."""
     port = free_port()

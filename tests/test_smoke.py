@@ -20,9 +20,9 @@ from tests.smoke_support import (
     Nginx,
     Service,
     free_port,
+    launch_nginx,
+    launch_service,
     run_smoke,
-    start_nginx,
-    start_service,
     stop,
 )
 
@@ -41,7 +41,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fast_service(workdir: Path) -> Iterator[Service]:
     """Heartbeat every 0.5 s (timeout 0.25 s), default allowed origins."""
-    service = start_service(workdir)
+    service = launch_service(workdir)
     yield service
     stop(service.proc)
 
@@ -49,7 +49,7 @@ def fast_service(workdir: Path) -> Iterator[Service]:
 @pytest.fixture(scope="module")
 def slow_service(workdir: Path) -> Iterator[Service]:
     """Heartbeat every 2 s: slower than the 1 s proxy idle timeout below."""
-    service = start_service(workdir, WS_PING_INTERVAL="2", WS_PING_TIMEOUT="0.5")
+    service = launch_service(workdir, WS_PING_INTERVAL="2", WS_PING_TIMEOUT="0.5")
     yield service
     stop(service.proc)
 
@@ -57,7 +57,7 @@ def slow_service(workdir: Path) -> Iterator[Service]:
 @pytest.fixture(scope="module")
 def idle_timeout_proxy(workdir: Path, slow_service: Service) -> Iterator[Nginx]:
     """nginx set up for WebSockets, but with proxy_read_timeout 1s < the 2 s heartbeat."""
-    nginx = start_nginx(workdir, slow_service.port, read_timeout="1s")
+    nginx = launch_nginx(workdir, slow_service.port, read_timeout="1s")
     yield nginx
     stop(nginx.proc)
 
@@ -137,7 +137,7 @@ def test_allowed_origin_passes(fast_service: Service, tmp_path: Path) -> None:
 
 def test_nginx_without_upgrade_headers(fast_service: Service, workdir: Path,
                                        tmp_path: Path) -> None:
-    nginx = start_nginx(workdir, fast_service.port, upgrade=False)
+    nginx = launch_nginx(workdir, fast_service.port, upgrade=False)
     try:
         junit = tmp_path / "broken.xml"
         run = run_smoke(tmp_path, nginx.url, "--quick", "--junit", str(junit))
@@ -191,7 +191,7 @@ def test_proxy_idle_timeout_names_seconds_and_direct_blames_proxy(
 
 def test_watch_logs_each_drop_and_summarises(idle_timeout_proxy: Nginx, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "smoke", "watch", idle_timeout_proxy.url, "--duration", "2.6"],
+        [sys.executable, "-m", "smoke", "watch", idle_timeout_proxy.url, "--duration", "3.2"],
         cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
     )
     assert done.returncode == 1, done.stdout + done.stderr
@@ -221,7 +221,7 @@ def test_watch_healthy_service_has_no_drop(fast_service: Service) -> None:
 def test_backend_down_behind_nginx_is_502_and_direct_confirms(workdir: Path,
                                                                 tmp_path: Path) -> None:
     dead = free_port()
-    nginx = start_nginx(workdir, dead)
+    nginx = launch_nginx(workdir, dead)
     try:
         run = run_smoke(tmp_path, nginx.url, "--quick", "--direct", f"ws://127.0.0.1:{dead}")
     finally:
@@ -256,7 +256,7 @@ def test_heartbeats_slower_than_interval_plus_grace(slow_service: Service,
 
 
 def test_mixed_content_https_page_with_ws_public_url(workdir: Path, tmp_path: Path) -> None:
-    service = start_service(workdir, PUBLIC_BASE_URL="https://app.example.invalid",
+    service = launch_service(workdir, PUBLIC_BASE_URL="https://app.example.invalid",
                             WS_PUBLIC_URL="ws://app.example.invalid/ws")
     try:
         run = run_smoke(tmp_path, service.url, "--quick")
@@ -271,7 +271,7 @@ def test_mixed_content_https_page_with_ws_public_url(workdir: Path, tmp_path: Pa
 
 
 def test_any_origin_deployment_accepts_foreign_origin(workdir: Path, tmp_path: Path) -> None:
-    service = start_service(workdir, ALLOWED_ORIGINS="*")
+    service = launch_service(workdir, ALLOWED_ORIGINS="*")
     try:
         run = run_smoke(tmp_path, service.url, "--quick")
     finally:
