@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (once) and run the service on http://localhost:9000 with working defaults.
+# Any setting from the README's table can be given in the environment:
+#   WS_PING_INTERVAL=20 PORT=9100 scripts/serve.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+[ -x .venv/bin/ws-service ] || .venv/bin/pip install --quiet --editable .
+exec .venv/bin/ws-service
