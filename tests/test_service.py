@@ -290,6 +290,18 @@ def test_send_that_blocks_drops_the_peer(start_service: StartService) -> None:
         assert json.loads(response.read())["connections"] == 0
 
 
+@pytest.mark.parametrize("path", ["/ws/echo", "/ws/health", "/ws"])
+def test_protocol_pings_are_answered(service: ServiceProcess, path: str) -> None:
+    """Clients and proxies that send RFC 6455 ping frames get pongs on every endpoint."""
+
+    async def scenario() -> float:
+        async with connect(f"{service.ws}{path}", ping_interval=None) as ws:
+            pong_waiter = await ws.ping(b"are-you-there")
+            return await asyncio.wait_for(pong_waiter, 2)
+
+    assert run(scenario()) >= 0
+
+
 # --- Origin policy and auth ---------------------------------------------------------------
 
 
