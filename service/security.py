@@ -1,4 +1,4 @@
-"""Handshake checks run before a WebSocket is accepted: Origin policy and bearer token.
+"""Handshake checks run before a WebSocket is accepted: Origin, bearer token, connection cap.
 
 Litestar's CORS and CSRF middleware do not look at WebSockets, and browsers send cookies with
 cross-site WebSocket handshakes, so the Origin check (against cross-site WebSocket hijacking)
@@ -53,14 +53,24 @@ def handshake_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
                 return 401, "bad or missing bearer token", "a valid bearer token is required\n"
         return None
 
+    cap = settings.ws_max_connections
+    active = 0  # WebSocket scopes inside the app, handshakes included
+
     def middleware(app: ASGIApp) -> ASGIApp:
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+            nonlocal active
             if scope["type"] != ScopeType.WEBSOCKET:
                 await app(scope, receive, send)
                 return
             refusal = check(scope)
+            if refusal is None and cap and active >= cap:
+                refusal = 503, "connection cap reached", f"WS_MAX_CONNECTIONS={cap} reached\n"
             if refusal is None:
-                await app(scope, receive, send)
+                active += 1
+                try:
+                    await app(scope, receive, send)
+                finally:
+                    active -= 1
                 return
             status, reason, text = refusal
             client = scope.get("client")
@@ -76,6 +86,8 @@ def handshake_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
             headers = [(b"content-type", b"text/plain; charset=utf-8")]
             if status == 401:
                 headers.append((b"www-authenticate", b'Bearer realm="ws"'))
+            elif status == 503:
+                headers.append((b"retry-after", b"1"))
             start: WebSocketResponseStartEvent = {
                 "type": "websocket.http.response.start", "status": status, "headers": headers,
             }

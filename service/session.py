@@ -39,6 +39,7 @@ NORMAL = 1000
 GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003
 NO_STATUS = 1005
+POLICY_VIOLATION = 1008
 ABNORMAL = 1006
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
@@ -193,6 +194,9 @@ class Session:
     async def _receive_loop(self) -> None:
         receive = self.socket.receive
         limit = self.settings.ws_max_message_bytes
+        rate = self.settings.ws_rate_limit
+        burst = float(self.settings.rate_burst)
+        tokens, refilled = burst, time.monotonic()  # token bucket for WS_RATE_LIMIT
         while True:
             event = await receive()
             if event["type"] == "websocket.disconnect":
@@ -201,8 +205,17 @@ class Session:
                                    by="client")
                 return
             received_at = time.time()
-            self.last_received = time.monotonic()
+            self.last_received = now = time.monotonic()
             self.messages_in += 1
+            if rate:
+                tokens = min(burst, tokens + (now - refilled) * rate)
+                refilled = now
+                if tokens < 1:
+                    self.request_close(
+                        POLICY_VIOLATION, f"rate limit: over WS_RATE_LIMIT={rate:g} messages/s"
+                    )
+                    return
+                tokens -= 1
             text = cast("WebSocketReceiveEvent", event).get("text")
             if text is None:
                 self.request_close(UNSUPPORTED_DATA, "binary frames are unsupported; use text")

@@ -28,6 +28,9 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     ws_auth_token: str = ""
     ws_max_message_bytes: Annotated[int, msgspec.Meta(ge=128, le=16 * 1024 * 1024)] = 64 * 1024
     ws_send_timeout: _Seconds | None = None
+    ws_max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
+    ws_rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 0.0
+    ws_rate_burst: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     ws_shutdown_timeout: _Seconds = 5.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -53,6 +56,11 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
         return self.ws_send_timeout or self.ws_ping_timeout
 
     @property
+    def rate_burst(self) -> int:
+        """Messages a client may send at once before ``WS_RATE_LIMIT`` applies."""
+        return self.ws_rate_burst or max(1, round(self.ws_rate_limit))
+
+    @property
     def any_origin(self) -> bool:
         return "*" in self.allowed_origins
 
@@ -70,6 +78,9 @@ ACCEPTS: dict[str, str] = {
     "WS_AUTH_TOKEN": "any string; empty turns bearer-token auth off",
     "WS_MAX_MESSAGE_BYTES": "an integer from 128 to 16777216",
     "WS_SEND_TIMEOUT": "seconds one send may block, a number > 0 (default: WS_PING_TIMEOUT)",
+    "WS_MAX_CONNECTIONS": "an integer >= 0; 0 means no cap",
+    "WS_RATE_LIMIT": "messages per second per connection, a number >= 0; 0 turns it off",
+    "WS_RATE_BURST": "an integer >= 0; 0 means one second's worth of WS_RATE_LIMIT",
     "WS_SHUTDOWN_TIMEOUT": "seconds to wait for clients to close on shutdown, a number > 0",
     "LOG_LEVEL": "one of debug, info, warning, error",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -344,6 +345,47 @@ def test_bearer_token_auth(start_service: StartService) -> None:
     ok = {"Authorization": "Bearer s3cret-token"}
     assert handshake_status(url, additional_headers=ok) == 101
     assert "s3cret-token" not in service.output(), "tokens must never be logged"
+
+
+def test_connection_cap_refuses_with_503_and_frees_the_slot(start_service: StartService) -> None:
+    service = start_service(WS_MAX_CONNECTIONS="2")
+
+    async def scenario() -> tuple[int, int]:
+        first = await connect(f"{service.ws}/ws")
+        second = await connect(f"{service.ws}/ws")
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"{service.ws}/ws")
+        assert refused.value.response.headers["Retry-After"] == "1"
+        await second.close()
+        await asyncio.to_thread(service.wait_for_line, r'"event":"close"')
+        async with connect(f"{service.ws}/ws"):
+            admitted = 101
+        await first.close()
+        return refused.value.response.status_code, admitted
+
+    assert run(scenario()) == (503, 101)
+    assert '"reason":"connection cap reached"' in service.wait_for_line(r'"event":"rejected"')
+
+
+def test_message_rate_limit_closes_with_1008(start_service: StartService) -> None:
+    service = start_service(WS_RATE_LIMIT="5", WS_RATE_BURST="3")
+
+    async def scenario() -> tuple[int, ConnectionClosed]:
+        async with connect(f"{service.ws}/ws") as ws:
+            answered = 0
+            for _ in range(3):  # the burst is served
+                await ws.send('{"type":"ping"}')
+                answered += (await recv_json(ws))["type"] == "pong"
+            with contextlib.suppress(ConnectionClosed):  # the close may come mid-loop
+                for _ in range(10):  # then faster than 5/s is refused
+                    await ws.send('{"type":"ping"}')
+            return answered, await recv_until_closed(ws)
+
+    answered, closed = run(scenario())
+    assert answered == 3
+    assert close_code(closed) == 1008
+    assert closed.rcvd is not None
+    assert closed.rcvd.reason == "rate limit: over WS_RATE_LIMIT=5 messages/s"
 
 
 # --- Bad input ----------------------------------------------------------------------------
