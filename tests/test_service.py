@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import signal
@@ -376,9 +375,9 @@ def test_message_rate_limit_closes_with_1008(start_service: StartService) -> Non
             for _ in range(3):  # the burst is served
                 await ws.send('{"type":"ping"}')
                 answered += (await recv_json(ws))["type"] == "pong"
-            with contextlib.suppress(ConnectionClosed):  # the close may come mid-loop
-                for _ in range(10):  # then faster than 5/s is refused
-                    await ws.send('{"type":"ping"}')
+            # One more at once is over 5/s. Nothing else is sent: messages still in flight
+            # when the server closes can make the kernel reset the connection (see design.md).
+            await ws.send('{"type":"ping"}')
             return answered, await recv_until_closed(ws)
 
     answered, closed = run(scenario())
