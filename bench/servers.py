@@ -1,0 +1,164 @@
+"""The servers under test: how to start each one pinned to a core, and what it costs.
+
+CPU and RSS are read from the server's own process tree with psutil, so they hold when the
+machine is noisy (a colleague's containers, the load generator on the other core).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server process kind; several targets (endpoints) may share it."""
+
+    name: str
+    label: str
+
+    def argv(self, port: int, interval: float) -> tuple[list[str], dict[str, str]]:
+        env = dict(os.environ)
+        py = str(VENV_BIN / "python")
+        if self.name == "service":
+            ping_timeout = max(0.1, interval / 3)
+            env.update(PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="warning",
+                       WS_PING_INTERVAL=f"{interval:g}", WS_PING_TIMEOUT=f"{ping_timeout:g}")
+            ws_service = VENV_BIN / "ws-service"
+            if ws_service.exists():
+                return [str(ws_service)], env
+            return [py, "-m", "service"], env
+        module = {
+            "starlette": ["bench.peers.starlette_app"],
+            "granian-asgi": ["bench.peers.granian_raw", "--interface", "asgi"],
+            "granian-rsgi": ["bench.peers.granian_raw", "--interface", "rsgi"],
+            "picows": ["bench.peers.picows_server"],
+        }[self.name]
+        return [py, "-m", module[0], *module[1:], "--port", str(port),
+                "--ping-interval", f"{interval:g}"], env
+
+
+SERVERS: dict[str, Server] = {
+    s.name: s for s in (
+        Server("service", "this service (Litestar on embedded Granian, ASGI)"),
+        Server("starlette", "same contract on Starlette + uvicorn"),
+        Server("granian-asgi", "raw ASGI echo on embedded Granian"),
+        Server("granian-rsgi", "raw RSGI echo on embedded Granian"),
+        Server("picows", "picows echo server"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a load is aimed at: a server and one of its endpoints."""
+
+    key: str
+    server: str
+    path: str
+    label: str
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("service /ws", "service", "/ws", "this service, /ws"),
+    Target("service /ws/echo", "service", "/ws/echo", "this service, /ws/echo"),
+    Target("starlette /ws", "starlette", "/ws", "Starlette + uvicorn, same /ws contract"),
+    Target("granian-asgi", "granian-asgi", "/ws", "raw Granian ASGI echo"),
+    Target("granian-rsgi", "granian-rsgi", "/ws", "raw Granian RSGI echo"),
+    Target("picows", "picows", "/ws", "picows echo"),
+)
+BASELINE = "service /ws"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.05)
+        else:
+            return
+
+
+def pinned(argv: list[str], core: int | None) -> list[str]:
+    """Prefix ``argv`` with ``taskset -c CORE`` (threads and children inherit it)."""
+    if core is None or shutil.which("taskset") is None:
+        return argv
+    return ["taskset", "-c", str(core), *argv]
+
+
+class Running:
+    """A started server: its port, process tree CPU time and RSS."""
+
+    def __init__(self, server: Server, core: int | None, interval: float, log_dir: Path) -> None:
+        self.server = server
+        self.port = free_port()
+        argv, env = server.argv(self.port, interval)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{server.name}.log"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - argv built from constants
+                pinned(argv, core), env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+        wait_for_port(self.port, self.proc)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for p in self._tree():
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for p in self._tree():
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)

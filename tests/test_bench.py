@@ -1,0 +1,72 @@
+"""The benchmark harness in its tiny mode: it runs end to end and writes well-formed results.
+
+No timing is asserted: this checks the harness, not the service's speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("picows", reason="bench extra not installed")
+pytest.importorskip("psutil", reason="bench extra not installed")
+pytest.importorskip("matplotlib", reason="bench extra not installed")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(out),
+         "--only", "service /ws", "--only", "picows"],
+        cwd=ROOT, check=True, timeout=100, capture_output=True,
+    )
+    return out
+
+
+def test_tiny_run_writes_json_markdown_and_plot(tiny_run: Path) -> None:
+    assert (tiny_run / "results.md").read_text().startswith("Mode `tiny`")
+    assert (tiny_run / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((tiny_run / "results.json").read_text())
+    for key in ("mode", "machine", "rounds", "summary", "ratios", "scaling", "server_core",
+                "loadgen_core", "nofile_limit", "nginx"):
+        assert key in result
+    assert result["mode"]["name"] == "tiny"
+    assert set(result["machine"]["packages"]) >= {"granian", "litestar", "picows"}
+
+
+def test_tiny_run_measures_every_target_and_ratio(tiny_run: Path) -> None:
+    result = json.loads((tiny_run / "results.json").read_text())
+    assert set(result["rounds"]) == {"service /ws", "picows"}
+    for key, rounds in result["rounds"].items():
+        assert len(rounds) == result["mode"]["rounds"], key
+        for metric in ("lat1_p50_us", "lat1_p99_us", "c100_msgs_per_s", "c100_p99_us",
+                       "c100_client_cpu_pct", "hs_per_s"):
+            assert metric in rounds[0], (key, metric)
+        summary = result["summary"][key]["c100_msgs_per_s"]
+        assert set(summary) == {"median", "min", "max", "n"}
+        assert summary["min"] <= summary["median"] <= summary["max"]
+    assert result["ratios"]["service /ws"]["c100_msgs_per_s"] == pytest.approx(1.0)
+    assert not math.isnan(result["ratios"]["picows"]["lat1_p50_us"])
+    if result["nginx"]:
+        assert "nginx_c100_msgs_per_s" in result["rounds"]["service /ws"][0]
+
+
+def test_tiny_run_holds_connections_without_drops(tiny_run: Path) -> None:
+    result = json.loads((tiny_run / "results.json").read_text())
+    assert set(result["scaling"]) == {"service", "picows"}
+    for name, rows in result["scaling"].items():
+        assert rows, name
+        for row in rows:
+            assert row["opened"] == row["connections"], name
+            assert row["drops"] == 0, name
+            assert row["heartbeats"] > 0, name
+            assert {"rss_per_conn_kib", "server_cpu_pct", "lateness_p50_ms",
+                    "lateness_p99_ms", "client_cpu_pct"} <= set(row)
