@@ -40,21 +40,13 @@ from tests.reliability.harness import (
     nofile_limit,
     proxy_read_timeout,
     raise_nofile,
+    report,
     rss_bytes,
     wait_until,
 )
 from tests.smoke_support import run_smoke
 
 T = TypeVar("T")
-FIGURES = REPO / "reports" / "reliability-figures.jsonl"
-
-
-def report(case: str, **figures: Any) -> None:
-    line = json.dumps({"case": case, **figures}, sort_keys=True)
-    print(f"RELIABILITY {line}")
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    with FIGURES.open("a") as out:
-        out.write(line + "\n")
 
 
 def run(coro: Awaitable[T], limit: float = 90) -> T:

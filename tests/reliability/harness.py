@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import re
@@ -29,6 +30,18 @@ REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ROLE_TEMPLATE = REPO / "infra" / "roles" / "nginx" / "templates" / "ws-kit.conf.j2"
 LOOPBACK = "127.0.0.1"
+
+FIGURES = REPO / "reports" / "reliability-figures.jsonl"
+
+
+def report(case: str, **figures: Any) -> None:
+    """Print one ``RELIABILITY {json}`` line of figures and append it to reports/ (gitignored)."""
+    line = json.dumps({"case": case, **figures}, sort_keys=True)
+    print(f"RELIABILITY {line}", flush=True)
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a") as out:
+        out.write(line + "\n")
+
 
 # --- process metrics (/proc) ------------------------------------------------------------------
 
