@@ -31,6 +31,10 @@ step "python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check --editable '.[dev]'
 
+step "molecule base image (debootstrap, cached by podman)"
+export CONTAINERS_CONF="$PWD/infra/containers.conf"
+bash infra/images/build-base.sh
+
 step "ruff and mypy --strict"
 .venv/bin/ruff check .
 .venv/bin/mypy
