@@ -34,6 +34,7 @@ from tests.reliability.harness import (
     LineLog,
     LoadStats,
     NginxProxy,
+    churn,
     crowd,
     fd_count,
     mib,
@@ -460,30 +461,13 @@ def test_churn_returns_fds_and_memory_to_baseline(start_service: StartService) -
     wait_for_port(service.port)
     pid = service.proc.pid
     warmup, cycles, parallel = 300, 3000, 16
+    url = f"{service.ws}/ws/echo"
 
-    async def churn(count: int) -> Counter[str]:
-        outcomes: Counter[str] = Counter()
-        queue = iter(range(count))
-
-        async def worker() -> None:
-            for n in queue:  # shared iterator: ``count`` cycles in all
-                try:
-                    async with connect(f"{service.ws}/ws/echo", ping_interval=None,
-                                       close_timeout=5) as ws:
-                        await first_json(ws)
-                        await echo_roundtrip(ws, n)
-                    outcomes[f"closed {ws.close_code}"] += 1
-                except (OSError, ConnectionClosed, TimeoutError) as exc:
-                    outcomes[type(exc).__name__] += 1
-
-        await asyncio.gather(*(worker() for _ in range(parallel)))
-        return outcomes
-
-    run(churn(warmup), limit=120)
+    run(churn(url, warmup, parallel), limit=120)
     assert wait_until(lambda: _connections(service) == 0, 10)
     fds_before, rss_before = fd_count(pid), rss_bytes(pid)
     started = time.monotonic()
-    outcomes = run(churn(cycles), limit=180)
+    outcomes = run(churn(url, cycles, parallel), limit=180)
     elapsed = time.monotonic() - started
     drained = wait_until(lambda: _connections(service) == 0, 10)
     fds_back = wait_until(lambda: fd_count(pid) <= fds_before, 10)

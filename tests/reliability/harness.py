@@ -11,7 +11,6 @@ import re
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import threading
 import time
@@ -509,8 +508,27 @@ async def crowd(url: str, count: int, hold: float, stats: LoadStats, *,
     await asyncio.gather(*closing, return_exceptions=True)
 
 
-def summarise(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "median": round(statistics.median(values), 3),
-            "max": round(max(values), 3)}
+async def churn(url: str, count: int, parallel: int = 16) -> Counter[str]:
+    """``count`` connect / greeting / echo / close-1000 cycles on /ws/echo, ``parallel`` at once.
+
+    Returns outcomes: ``closed 1000`` for a clean cycle, else the exception's name.
+    """
+    outcomes: Counter[str] = Counter()
+    cycles = iter(range(count))
+
+    async def worker() -> None:
+        for n in cycles:  # shared iterator: ``count`` cycles in all
+            try:
+                async with connect(url, ping_interval=None, close_timeout=5,
+                                   open_timeout=10) as ws:
+                    async with asyncio.timeout(10):
+                        await ws.recv()  # welcome
+                        await ws.send(b'{"type":"churn","n":%d}' % n, text=True)
+                        while _decode.decode(await ws.recv()).get("type") != "echo":
+                            pass  # a heartbeat came first
+                outcomes[f"closed {ws.close_code}"] += 1
+            except (OSError, ConnectionClosed, TimeoutError, InvalidStatus) as exc:
+                outcomes[type(exc).__name__] += 1
+
+    await asyncio.gather(*(worker() for _ in range(parallel)))
+    return outcomes
