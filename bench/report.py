@@ -101,7 +101,7 @@ def _nginx_table(summ: dict[str, dict[str, Summary]]) -> list[str]:
 
 def _scaling_table(scaling: dict[str, list[dict[str, float]]]) -> list[str]:
     head = ["server", "connections", "opened", "drops", "connect failures", "RSS (MiB)",
-            "RSS/conn (KiB)", "server CPU (%)", "heartbeat lateness p50 / p99 (ms)",
+            "RSS growth/conn (KiB)", "server CPU (%)", "heartbeat lateness p50 / p99 (ms)",
             "heartbeats", "load-gen CPU (%)"]
     lines = ["### Figure 2: connections held with heartbeats on (`/ws/health`)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

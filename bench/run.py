@@ -163,11 +163,14 @@ async def phase_scaling(mode: Mode, servers: list[str], *, server_core: int | No
     for name in servers:
         server = Running(SERVERS[name], server_core, mode.hold_interval, log_dir)
         rows: list[dict[str, float]] = []
+        await asyncio.sleep(0.5)
+        # The idle server's RSS: memory kept after a level is closed must not hide the next
+        # level's growth, so every level is measured against this one baseline.
+        rss0 = server.rss_bytes()
         try:
             for count in levels:
                 log(f"scaling: {name} holding {count} connections")
                 await asyncio.sleep(0.5)
-                rss0 = server.rss_bytes()
                 window = CpuWindow(server)
                 hold = await load.hold_load(server.url("/ws/health"), count, mode.hold_seconds,
                                             mode.hold_interval, hooks=window)
