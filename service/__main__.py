@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -81,6 +82,10 @@ async def serve(settings: Settings) -> None:
     server.stop()  # type: ignore[no-untyped-call]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(serving, settings.ws_shutdown_timeout)
+    # Granian's Rust threads may still run; letting the interpreter tear down under them
+    # aborts the process now and then (exit 134). Every client has had its 1001: leave now.
+    logging.shutdown()
+    os._exit(0)
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ Rules shared by all three endpoints:
 
 * every message must be a JSON object with a string ``type``; anything else gets an ``error``
   reply and the connection stays open;
-* ``{"type": "pong"}`` acknowledges a heartbeat: it is counted, never answered, and opts the
-  client in to the ping timeout (see ``service.session``).
+* ``{"type": "pong"}`` acknowledges a heartbeat: it is counted and opts the client in to the
+  ping timeout (see ``service.session``). ``/ws/health`` does not answer it; the echo
+  endpoints echo it like anything else, as the seed says they echo every message.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def ping_config(settings: Settings, *, with_duration: bool = False) -> PingConfi
     interval = _number(settings.ws_ping_interval)
     return PingConfig(
         ping_interval=interval,
-        ping_timeout=_number(settings.ws_ping_timeout),
+        ping_timeout=_number(settings.ping_timeout),
         # A client connected this long has seen at least one heartbeat.
         expected_min_connection_duration=interval if with_duration else None,
     )
@@ -58,23 +59,28 @@ def _error(session: Session, code: ErrorCode, detail: str) -> Error:
     return Error(error=code, detail=detail, timestamp=time.time(), client_id=session.client_id)
 
 
+def _invalid(session: Session, exc: msgspec.ValidationError) -> Error:
+    detail = str(exc)
+    if " - at `$." not in detail or detail.endswith("`$.type`"):  # the envelope itself
+        detail = f'a message must be a JSON object with a string "type" ({detail})'
+    return _error(session, "invalid_message", detail)
+
+
 def _parse(session: Session, text: str) -> Envelope | Error:
     try:
         return _envelope.decode(text)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
-        return _error(
-            session, "invalid_message",
-            f'a message must be a JSON object with a string "type" ({exc})',
-        )
+        return _invalid(session, exc)
     except msgspec.DecodeError as exc:
         return _error(session, "invalid_json", str(exc))
 
 
-def _ack_pong(session: Session, text: str) -> Error | None:
+def _count_pong(session: Session, text: str) -> Error | None:
+    """Count a heartbeat answer; an ill-typed one gets an error instead."""
     try:
         _pong.decode(text)
     except msgspec.ValidationError as exc:
-        return _error(session, "invalid_message", str(exc))
+        return _invalid(session, exc)
     session.record_pong()
     return None
 
@@ -97,8 +103,8 @@ class EchoEndpoint:
         message = _parse(session, text)
         if isinstance(message, Error):
             return message
-        if message.type == "pong":
-            return _ack_pong(session, text)
+        if message.type == "pong" and (error := _count_pong(session, text)):
+            return error
         return Echo(
             original=msgspec.Raw(text), server_timestamp=time.time(),
             client_id=session.client_id,
@@ -125,8 +131,8 @@ class WsEndpoint:
             return message
         if message.type == "ping":
             return WsPong(timestamp=time.time(), client_id=session.client_id)
-        if message.type == "pong":
-            return _ack_pong(session, text)
+        if message.type == "pong" and (error := _count_pong(session, text)):
+            return error
         return WsEcho(
             data=msgspec.Raw(text), timestamp=time.time(), client_id=session.client_id,
             server_processing_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -139,7 +145,6 @@ class HealthEndpoint:
     path = "/ws/health"
     client_prefix = "health_client"
     periodic_heartbeat = True
-    accepted_types = ("get_status", "pong")
 
     def __init__(self, settings: Settings) -> None:
         self._config = ping_config(settings, with_duration=True)
@@ -156,19 +161,17 @@ class HealthEndpoint:
         )
 
     def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None:
-        envelope = _parse(session, text)
-        if isinstance(envelope, Error):
-            return envelope
-        if envelope.type not in self.accepted_types:
-            return _error(
-                session, "unknown_type",
-                f"unknown message type {envelope.type!r} on {self.path}; "
-                f"accepted: {', '.join(self.accepted_types)}",
-            )
         try:
             request = _health_request.decode(text)
         except msgspec.ValidationError as exc:
-            return _error(session, "invalid_message", str(exc))
+            if str(exc).startswith("Invalid value") and str(exc).endswith("at `$.type`"):
+                return _error(
+                    session, "unknown_type",
+                    f"{exc}: {self.path} accepts get_status and pong",
+                )
+            return _invalid(session, exc)
+        except msgspec.DecodeError as exc:
+            return _error(session, "invalid_json", str(exc))
         if isinstance(request, GetStatus):
             return HealthStatus(
                 status="healthy", connection_age_seconds=round(session.age, 3),

@@ -37,7 +37,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def handshake_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
     allowed = frozenset(settings.allowed_origins)
-    expected = f"Bearer {settings.ws_auth_token}".encode() if settings.ws_auth_token else None
+    token = settings.ws_auth_token.encode() if settings.ws_auth_token else None
 
     def check(scope: Scope) -> tuple[int, str, str] | None:
         """(HTTP status, log reason, response text) for a handshake to refuse, else None."""
@@ -47,9 +47,12 @@ def handshake_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
                 return 403, "origin missing", "an Origin header is required\n"
         elif not settings.any_origin and origin not in allowed:
             return 403, "origin not allowed", f"origin {origin!r} is not in ALLOWED_ORIGINS\n"
-        if expected is not None:
-            given = (_header(scope, b"authorization") or "").encode("latin-1")
-            if not hmac.compare_digest(given, expected):
+        if token is not None:
+            scheme, _, given = (_header(scope, b"authorization") or "").partition(" ")
+            # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("latin-1"), token
+            ):
                 return 401, "bad or missing bearer token", "a valid bearer token is required\n"
         return None
 

@@ -29,7 +29,7 @@ from service.messages import Heartbeat
 
 if TYPE_CHECKING:
     from litestar import WebSocket
-    from litestar.types import WebSocketReceiveEvent
+    from litestar.types import WebSocketReceiveEvent, WebSocketSendEvent
 
     from service.registry import Registry
     from service.settings import Settings
@@ -99,7 +99,8 @@ class Session:
         self.messages_in = 0
         self.messages_out = 0
         self._send_lock = asyncio.Lock()
-        self._closed: asyncio.Future[_Close] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._closed: asyncio.Future[_Close] = self._loop.create_future()
 
     @property
     def age(self) -> float:
@@ -119,22 +120,31 @@ class Session:
     def record_pong(self) -> None:
         self.pong_count += 1
 
+    def _send_expired(self) -> None:
+        self.request_close(
+            ABNORMAL, f"send blocked for {self.settings.send_timeout:g}s: peer not reading",
+            send_frame=False,
+        )
+
     async def send(self, message: msgspec.Struct) -> bool:
-        """Send one message; a send that blocks past the send timeout drops the peer."""
-        text = _encode(message).decode()
+        """Send one message; a send that blocks past the send timeout drops the peer.
+
+        The deadline is a plain timer that asks ``run`` to cancel us, not ``wait_for``: a task
+        per message cost 15-20% of the service's CPU (docs/benchmarks.md).
+        """
+        event: WebSocketSendEvent = {
+            "type": "websocket.send", "bytes": None, "text": _encode(message).decode(),
+        }
+        expiry = self._loop.call_later(self.settings.send_timeout, self._send_expired)
         try:
             async with self._send_lock:
-                await asyncio.wait_for(self.socket.send_text(text), self.settings.send_timeout)
-        except TimeoutError:
-            self.request_close(
-                ABNORMAL, f"send blocked for {self.settings.send_timeout:g}s: peer not reading",
-                send_frame=False,
-            )
-            return False
+                await self.socket.send(event)
         except Exception:  # the transport is gone; the receive loop reports how
             self.request_close(ABNORMAL, "send failed: connection lost", by="client",
                                send_frame=False)
             return False
+        finally:
+            expiry.cancel()
         self.messages_out += 1
         self.last_sent = time.monotonic()
         return True
@@ -177,10 +187,11 @@ class Session:
             self.request_close(GOING_AWAY, "server shutting down")  # cancelled from outside
             close = self._closed.result()
             if close.by == "server" and close.send_frame:
+                limit = self.settings.send_timeout
+                if self.registry.closing:  # stay inside the shutdown's own deadline
+                    limit = min(limit, self.settings.ws_shutdown_timeout)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        socket.close(close.code, close.reason), self.settings.send_timeout
-                    )
+                    await asyncio.wait_for(socket.close(close.code, close.reason), limit)
             self.registry.discard(self)
             log_event(
                 "close", endpoint=self.endpoint.path, client_id=self.client_id,
@@ -232,7 +243,7 @@ class Session:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.ws_ping_interval
-        timeout = self.settings.ws_ping_timeout
+        timeout = self.settings.ping_timeout
         periodic = self.endpoint.periodic_heartbeat
         next_beat = self.opened_at + interval
         while True:
@@ -249,7 +260,10 @@ class Session:
             )
             if not await self.send(beat):
                 return
-            next_beat = sent_at + interval
+            # On a fixed grid: a late wake-up does not push later beats back.
+            next_beat += interval
+            if next_beat <= time.monotonic():
+                next_beat = time.monotonic() + interval
             if self.pong_aware:
                 await asyncio.sleep(timeout)
                 if self.last_received < sent_at:

@@ -10,7 +10,8 @@ import msgspec
 
 DEFAULT_ALLOWED_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
 
-_Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+# 50 ms floor: a shorter heartbeat is a busy loop, not a keep-alive.
+_Seconds = Annotated[float, msgspec.Meta(ge=0.05, le=3600)]
 _Origin = Annotated[str, msgspec.Meta(pattern=r"^(\*|https?://[^/\s,]+)$")]
 
 
@@ -20,10 +21,12 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 9000
     ws_ping_interval: _Seconds = 30.0
-    ws_ping_timeout: _Seconds = 10.0
+    ws_ping_timeout: _Seconds | None = None
     public_base_url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")] | None = None
     ws_public_url: Annotated[str, msgspec.Meta(pattern=r"^wss?://\S+$")] | None = None
-    allowed_origins: tuple[_Origin, ...] = DEFAULT_ALLOWED_ORIGINS
+    allowed_origins: Annotated[tuple[_Origin, ...], msgspec.Meta(min_length=1)] = (
+        DEFAULT_ALLOWED_ORIGINS
+    )
     ws_require_origin: bool = False
     ws_auth_token: str = ""
     ws_max_message_bytes: Annotated[int, msgspec.Meta(ge=128, le=16 * 1024 * 1024)] = 64 * 1024
@@ -36,11 +39,22 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
 
     def __post_init__(self) -> None:
         # A pong-aware client must be able to answer one heartbeat before the next is due.
-        if self.ws_ping_timeout >= self.ws_ping_interval:
+        if self.ws_ping_timeout is not None and self.ws_ping_timeout >= self.ws_ping_interval:
             raise ValueError(
                 f"WS_PING_TIMEOUT={self.ws_ping_timeout:g} must be below "
                 f"WS_PING_INTERVAL={self.ws_ping_interval:g}"
             )
+        # Browsers send origins lower-case (RFC 6454); so must the allow-list be to match.
+        msgspec.structs.force_setattr(
+            self, "allowed_origins", tuple(origin.lower() for origin in self.allowed_origins)
+        )
+
+    @property
+    def ping_timeout(self) -> float:
+        """``WS_PING_TIMEOUT``, or 10 s capped at half the interval when it is not set."""
+        if self.ws_ping_timeout is not None:
+            return self.ws_ping_timeout
+        return min(10.0, self.ws_ping_interval / 2)
 
     @property
     def base_url(self) -> str:
@@ -53,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     @property
     def send_timeout(self) -> float:
         """How long one send may block before the peer is treated as dead."""
-        return self.ws_send_timeout or self.ws_ping_timeout
+        return self.ws_send_timeout or self.ping_timeout
 
     @property
     def rate_burst(self) -> int:
@@ -69,19 +83,19 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
 ACCEPTS: dict[str, str] = {
     "HOST": "an address to bind, e.g. 127.0.0.1 or 0.0.0.0",
     "PORT": "an integer port from 1 to 65535",
-    "WS_PING_INTERVAL": "seconds between heartbeats, a number > 0 and <= 3600",
-    "WS_PING_TIMEOUT": "seconds to wait for a pong, a number > 0 and below WS_PING_INTERVAL",
+    "WS_PING_INTERVAL": "seconds between heartbeats, a number from 0.05 to 3600",
+    "WS_PING_TIMEOUT": "seconds to wait for a pong, a number >= 0.05 and below WS_PING_INTERVAL",
     "PUBLIC_BASE_URL": "an http:// or https:// URL",
     "WS_PUBLIC_URL": "a ws:// or wss:// URL",
-    "ALLOWED_ORIGINS": "a comma-separated list of scheme://host[:port] origins, or *",
+    "ALLOWED_ORIGINS": "a non-empty comma-separated list of scheme://host[:port] origins, or *",
     "WS_REQUIRE_ORIGIN": "true or false (also 1 or 0)",
     "WS_AUTH_TOKEN": "any string; empty turns bearer-token auth off",
     "WS_MAX_MESSAGE_BYTES": "an integer from 128 to 16777216",
-    "WS_SEND_TIMEOUT": "seconds one send may block, a number > 0 (default: WS_PING_TIMEOUT)",
+    "WS_SEND_TIMEOUT": "seconds one send may block, a number >= 0.05 (default: WS_PING_TIMEOUT)",
     "WS_MAX_CONNECTIONS": "an integer >= 0; 0 means no cap",
     "WS_RATE_LIMIT": "messages per second per connection, a number >= 0; 0 turns it off",
     "WS_RATE_BURST": "an integer >= 0; 0 means one second's worth of WS_RATE_LIMIT",
-    "WS_SHUTDOWN_TIMEOUT": "seconds to wait for clients to close on shutdown, a number > 0",
+    "WS_SHUTDOWN_TIMEOUT": "seconds to wait for clients to close on shutdown, >= 0.05",
     "LOG_LEVEL": "one of debug, info, warning, error",
 }
 _LIST_VARS = frozenset({"ALLOWED_ORIGINS"})

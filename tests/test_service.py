@@ -343,6 +343,8 @@ def test_bearer_token_auth(start_service: StartService) -> None:
     assert handshake_status(url, additional_headers={"Authorization": "s3cret-token"}) == 401
     ok = {"Authorization": "Bearer s3cret-token"}
     assert handshake_status(url, additional_headers=ok) == 101
+    lower = {"Authorization": "bearer s3cret-token"}  # the scheme is case-insensitive
+    assert handshake_status(url, additional_headers=lower) == 101
     assert "s3cret-token" not in service.output(), "tokens must never be logged"
 
 

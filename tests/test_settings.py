@@ -18,7 +18,7 @@ def test_defaults_work_with_an_empty_environment() -> None:
     assert settings == Settings()
     assert settings.port == 9000
     assert settings.ws_ping_interval == 30
-    assert settings.ws_ping_timeout == 10
+    assert settings.ping_timeout == 10
     assert settings.allowed_origins == DEFAULT_ALLOWED_ORIGINS
     assert settings.base_url == "http://localhost:9000"
     assert settings.ws_url == "ws://localhost:9000/ws"
@@ -43,6 +43,17 @@ def test_values_are_parsed() -> None:
     assert settings.ws_url == "wss://api.example/ws"
 
 
+def test_interval_alone_is_enough() -> None:
+    """Setting only WS_PING_INTERVAL never trips over the default timeout."""
+    assert load_settings({"WS_PING_INTERVAL": "5"}).ping_timeout == 2.5
+    assert load_settings({"WS_PING_INTERVAL": "60"}).ping_timeout == 10
+
+
+def test_origins_are_compared_lower_case() -> None:
+    settings = load_settings({"ALLOWED_ORIGINS": "https://App.Example:8443"})
+    assert settings.allowed_origins == ("https://app.example:8443",)
+
+
 def test_blank_values_mean_default_but_a_blank_token_stays_blank() -> None:
     settings = load_settings({"WS_PING_INTERVAL": "  ", "WS_AUTH_TOKEN": ""})
     assert settings.ws_ping_interval == 30
@@ -55,6 +66,8 @@ def test_blank_values_mean_default_but_a_blank_token_stays_blank() -> None:
         ("WS_PING_INTERVAL", "abc"),
         ("WS_PING_INTERVAL", "0"),
         ("WS_PING_INTERVAL", "inf"),
+        ("WS_PING_INTERVAL", "1e-9"),
+        ("ALLOWED_ORIGINS", ","),
         ("WS_PING_TIMEOUT", "-1"),
         ("PORT", "0"),
         ("PORT", "http"),
