@@ -29,7 +29,7 @@ echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), podman $(podman --version | awk '
 
 step "python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check --editable '.[dev]'
+.venv/bin/pip install --quiet --disable-pip-version-check --editable '.[dev,bench]'
 
 step "molecule base image (debootstrap, cached by podman)"
 export CONTAINERS_CONF="$PWD/infra/containers.conf"

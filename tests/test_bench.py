@@ -13,10 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("picows", reason="bench extra not installed")
-pytest.importorskip("psutil", reason="bench extra not installed")
-pytest.importorskip("matplotlib", reason="bench extra not installed")
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

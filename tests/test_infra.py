@@ -34,7 +34,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], cwd: Path = ROOT, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -59,9 +61,11 @@ def _render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return _run(
         [
             str(BIN / "ansible-playbook"),
-            "-i", "infra/tests/inventory.yml",
+            "-i",
+            "infra/tests/inventory.yml",
             "infra/tests/render.yml",
-            "-e", f"render_dir={out}",
+            "-e",
+            f"render_dir={out}",
             *extra,
         ],
         timeout=180,

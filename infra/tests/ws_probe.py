@@ -54,13 +54,22 @@ def sustain(url: str, seconds: float, origin: str | None) -> dict[str, object]:
             pass
         except ConnectionClosed as exc:
             age = time.monotonic() - started
-            return {"ok": False, "closed_after": round(age, 1), "code": exc.rcvd.code if exc.rcvd else 1006,
-                    "heartbeats": heartbeats}
+            return {
+                "ok": False,
+                "closed_after": round(age, 1),
+                "code": exc.rcvd.code if exc.rcvd else 1006,
+                "heartbeats": heartbeats,
+            }
         ws.close(1000)
     age = time.monotonic() - started
     expected = int(age // float(interval or age)) - 1
-    return {"ok": heartbeats >= max(1, expected), "seconds": round(age, 1), "heartbeats": heartbeats,
-            "ping_interval": interval, "max_gap": round(last_gap, 2)}
+    return {
+        "ok": heartbeats >= max(1, expected),
+        "seconds": round(age, 1),
+        "heartbeats": heartbeats,
+        "ping_interval": interval,
+        "max_gap": round(last_gap, 2),
+    }
 
 
 def close_code(url: str, seconds: float, origin: str | None) -> dict[str, object]:
