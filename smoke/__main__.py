@@ -40,6 +40,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="extra handshake header, repeatable (e.g. Authorization)")
     parser.add_argument("--timeout", type=_positive, default=10.0, metavar="S",
                         help="timeout of each step: handshake, each expected reply (default 10)")
+    parser.add_argument("--use-env-proxy", action="store_true",
+                        help="connect through the proxy named by http_proxy/https_proxy/"
+                             "all_proxy (default: ignore them and connect directly)")
 
 
 def check_parser() -> argparse.ArgumentParser:
@@ -84,6 +87,9 @@ def watch_parser() -> argparse.ArgumentParser:
                    help="stop after this many seconds (default: run until stopped)")
     p.add_argument("--max-backoff", type=_positive, default=30.0, metavar="S",
                    help="longest wait between reconnects (default 30)")
+    p.add_argument("--grace", type=float, default=5.0, metavar="S",
+                   help="a connection with no message for ping_interval + this many seconds "
+                        "is reported as stalled and reconnected (default 5)")
     return p
 
 
@@ -99,6 +105,7 @@ def _options(args: argparse.Namespace) -> Options:
         latency_samples=getattr(args, "latency_samples", 20),
         latency_limit_ms=getattr(args, "latency_limit", 100.0),
         foreign_origin=getattr(args, "foreign_origin", "https://smoke-check.invalid"),
+        use_env_proxy=args.use_env_proxy,
     )
 
 
@@ -113,7 +120,11 @@ def _check(argv: Sequence[str]) -> int:
         parser.print_usage(sys.stderr)
         print(f"ws-smoke: error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    report = asyncio.run(run_checks(target, options, direct))
+    try:
+        report = asyncio.run(run_checks(target, options, direct))
+    except Exception as exc:  # a bug in this tool: say so, and do not exit 1 (check failed)
+        print(f"ws-smoke: internal error: {exc!r}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     print(render_text(report), flush=True)
     if args.json:
         write_json(report, args.json)

@@ -13,6 +13,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -44,8 +46,10 @@ TITLES: dict[str, str] = {
     "heartbeat": "Heartbeat delivery",
     "sustained": "Sustained connection",
     "origin_policy": "Origin policy (foreign Origin refused)",
+    "tool_error": "ws-smoke itself (a bug or a stuck step in this tool, not the target)",
 }
 ORDER = list(TITLES)
+TOOL_ERROR = "tool_error"
 _health_decoder = msgspec.json.Decoder(HealthResponse)
 
 
@@ -84,6 +88,34 @@ def percentile(samples: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
+@dataclass
+class _Beats:
+    """Heartbeats seen on the /ws/health connection, shared by the heartbeat and sustain
+    phases."""
+
+    opened: float
+    last_at: float
+    last_number: int = 0
+    gaps: list[float] = field(default_factory=list)
+    number_error: str | None = None
+
+    def seen(self, heartbeat: Heartbeat) -> None:
+        now = time.monotonic()
+        self.gaps.append(now - self.last_at)
+        if heartbeat.ping_number != self.last_number + 1 and self.number_error is None:
+            self.number_error = (f"ping_number went {self.last_number} -> "
+                                 f"{heartbeat.ping_number}, expected {self.last_number + 1}")
+        self.last_at, self.last_number = now, heartbeat.ping_number
+
+    async def next(self, probe: Probe, until: float) -> None:
+        """Wait for the next message until ``until``; a heartbeat is counted and answered
+        (a close racing the pong raises ProbeError like a close while waiting)."""
+        message = await probe.recv(max(0.0, until - time.monotonic()))
+        if isinstance(message, Heartbeat):
+            self.seen(message)
+            await probe.answer(message)
+
+
 class Suite:
     """All checks against one target (the proxy, or with ``--direct`` also the backend)."""
 
@@ -94,23 +126,71 @@ class Suite:
         self.health: asyncio.Future[HealthStatus | None] = (
             asyncio.get_running_loop().create_future()
         )
+        self.started = time.monotonic()
+        self.deadline = self.started + self.budget()
+
+    def expected_checks(self) -> list[str]:
+        return [n for n in ORDER if n != TOOL_ERROR and not (n == "sustained"
+                                                             and self.options.quick)]
+
+    def budget(self, interval: float | None = None) -> float:
+        """Seconds a run may take before it is a tool error: the longest legitimate path
+        (heartbeat waits or --sustain, latency samples) plus a few step timeouts."""
+        o = self.options
+        t = o.timeout
+        expected = o.heartbeat_interval or interval or 0.0
+        beats = (1 if o.quick else 2) * (expected + o.grace)
+        hold = beats if o.quick else max(beats, o.sustain)
+        latency = t + o.latency_samples * o.latency_limit_ms / 1000
+        return max(hold + 4 * t, 4 * t + latency) + 3 * t
+
+    def _extend_deadline(self, interval: float) -> None:
+        """The server's ping_interval is known: heartbeat waits may need more than at start."""
+        self.deadline = max(self.deadline, self.started + self.budget(interval))
 
     async def run(self) -> list[CheckResult]:
         sessions: list[Callable[[], Awaitable[None]]] = [
             self.http_health, self.echo_session, self.ws_session, self.health_session,
             self.origin_session,
         ]
-        outcomes = await asyncio.gather(*(s() for s in sessions), return_exceptions=True)
-        for session, outcome in zip(sessions, outcomes, strict=True):
-            if isinstance(outcome, BaseException):  # a bug in this tool, not in the target
-                self.rec.add(
-                    "handshake", "fail", time.monotonic(),
-                    f"internal error in {session.__name__}: {outcome!r}",
-                )
+        self.started = time.monotonic()
+        self.deadline = self.started + self.budget()
+        tasks: dict[asyncio.Future[None], str] = {
+            asyncio.ensure_future(s()): s.__name__ for s in sessions}
+        pending: set[asyncio.Future[None]] = set(tasks)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=self.deadline - time.monotonic())
+            if pending and time.monotonic() >= self.deadline:
+                stuck = sorted(tasks[t] for t in pending)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                self.rec.add(TOOL_ERROR, "fail", self.started,
+                             f"run deadline of {self.deadline - self.started:.0f}s exceeded "
+                             f"(--sustain, heartbeat waits and a few --timeout); still "
+                             f"running: {', '.join(stuck)}")
+                break
+        for task, name in tasks.items():
+            if task.cancelled():
+                continue
+            error = task.exception()
+            if error is not None:  # a bug in this tool, not in the target
+                self.rec.add(TOOL_ERROR, "fail", self.started,
+                             f"internal error in {name}: {error!r}")
         if not self.health.done():
             self.health.set_result(None)
+        self._skip_missing()
         order = {name: i for i, name in enumerate(ORDER)}
         return sorted(self.rec.results, key=lambda r: order[r.name])
+
+    def _skip_missing(self) -> None:
+        """Checks a tool error or the deadline kept from reporting are shown as skipped."""
+        done = {r.name for r in self.rec.results}
+        missing = [n for n in self.expected_checks() if n not in done]
+        if missing:
+            errors = [r.detail for r in self.rec.results if r.name == TOOL_ERROR]
+            why = errors[0] if errors else "no result recorded"
+            self.rec.skip(missing, f"skipped: not completed ({why})")
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -118,13 +198,24 @@ class Suite:
         started = time.monotonic()
         url = self.target.http("/health")
         evidence = Evidence(url=url)
-        status, detail = await asyncio.to_thread(self._get_health, url, evidence)
+        status, detail = await asyncio.to_thread(self.get_health, url, evidence)
         self.rec.add("http_health", status, started, detail, evidence)
 
-    def _get_health(self, url: str, evidence: Evidence) -> tuple[Status, str]:
+    def _opener(self, url: str, evidence: Evidence) -> urllib.request.OpenerDirector:
+        """urllib reads http_proxy & co. by default: only with --use-env-proxy."""
+        if not self.options.use_env_proxy:
+            return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        parts = urlsplit(url)
+        if not urllib.request.proxy_bypass(parts.netloc):
+            evidence.proxy = urllib.request.getproxies().get(parts.scheme)
+        return urllib.request.build_opener(urllib.request.ProxyHandler())
+
+    def get_health(self, url: str, evidence: Evidence) -> tuple[Status, str]:
         request = urllib.request.Request(url, headers=dict(self.options.headers))  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self.options.timeout) as response:  # noqa: S310
+            with self._opener(url, evidence).open(request, timeout=self.options.timeout) as (
+                response
+            ):
                 body = response.read()
                 evidence.http_status = response.status
                 evidence.server_header = response.headers.get("Server")
@@ -136,10 +227,18 @@ class Suite:
             return "fail", f"GET {url}: HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if evidence.proxy:  # whatever failed, it failed through the proxy
+                evidence.error = "proxy"
+                evidence.error_detail = f"proxy {evidence.proxy} failed: {reason}"
+                return "fail", f"GET {url} via proxy {evidence.proxy}: {reason}"
             refused = isinstance(reason, ConnectionRefusedError)
             evidence.error = "refused" if refused else "network"
             evidence.error_detail = str(reason)
             return "fail", f"GET {url}: {'connection refused' if refused else reason}"
+        except Exception as exc:  # recorded, so the run still ends with a report
+            evidence.error = "client_error"
+            evidence.error_detail = repr(exc)
+            return "fail", f"GET {url}: unexpected error {exc!r}"
         try:
             health = _health_decoder.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -213,31 +312,8 @@ class Suite:
                     f"original matches ({len(sent)} bytes) in "
                     f"{1000 * (time.monotonic() - started):.1f} ms", probe.evidence)
 
-        started = time.monotonic()
-        samples: list[float] = []
-        try:
-            for i in range(opts.latency_samples):
-                t0 = time.perf_counter()
-                await probe.send({"type": "smoke_latency", "seq": i})
-                await probe.recv_until(Echo, time.monotonic() + opts.timeout)
-                samples.append(1000 * (time.perf_counter() - t0))
-        except ProbeError as exc:
-            rec.add("latency", "fail", started,
-                    _detail(f"after {len(samples)} round trips: {exc}", probe.evidence),
-                    probe.evidence)
-            rec.skip(["normal_close"], "skipped: connection lost")
+        if not await self._latency(probe):
             return
-        if samples:
-            p50, p95, p99 = (percentile(samples, p) for p in (50, 95, 99))
-            metrics = {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3),
-                       "p99_ms": round(p99, 3), "samples": float(len(samples))}
-            ok = p95 < opts.latency_limit_ms
-            rec.add("latency", "pass" if ok else "fail", started,
-                    f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms over {len(samples)} "
-                    f"round trips (p95 {'<' if ok else '>='} {opts.latency_limit_ms:g} ms)",
-                    probe.evidence, metrics=metrics)
-        else:
-            rec.add("latency", "skip", started, "skipped: --latency-samples 0")
 
         started = time.monotonic()
         try:
@@ -250,6 +326,39 @@ class Suite:
         rec.add("normal_close", "pass" if ok else "fail", started,
                 "server answered our close with 1000" if ok else
                 f"server answered our close with {ev.close_code}: {ev.summary()}", ev)
+
+    async def _latency(self, probe: Probe) -> bool:
+        """p50/p95/p99 over --latency-samples round trips; False when the connection is lost."""
+        rec, opts = self.rec, self.options
+        started = time.monotonic()
+        samples: list[float] = []
+        # One --timeout for the whole loop plus the limit per sample: round trips that would
+        # all pass fit, and a crawling echo cannot stretch the run to samples x --timeout.
+        phase_end = started + opts.timeout + opts.latency_samples * opts.latency_limit_ms / 1000
+        try:
+            for i in range(opts.latency_samples):
+                t0 = time.perf_counter()
+                await probe.send({"type": "smoke_latency", "seq": i})
+                await probe.recv_until(Echo, min(phase_end, time.monotonic() + opts.timeout))
+                samples.append(1000 * (time.perf_counter() - t0))
+        except ProbeError as exc:
+            rec.add("latency", "fail", started,
+                    _detail(f"after {len(samples)} round trips: {exc}", probe.evidence),
+                    probe.evidence)
+            rec.skip(["normal_close"], "skipped: connection lost")
+            return False
+        if samples:
+            p50, p95, p99 = (percentile(samples, p) for p in (50, 95, 99))
+            metrics = {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3),
+                       "p99_ms": round(p99, 3), "samples": float(len(samples))}
+            ok = p95 < opts.latency_limit_ms
+            rec.add("latency", "pass" if ok else "fail", started,
+                    f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms over {len(samples)} "
+                    f"round trips (p95 {'<' if ok else '>='} {opts.latency_limit_ms:g} ms)",
+                    probe.evidence, metrics=metrics)
+        else:
+            rec.add("latency", "skip", started, "skipped: --latency-samples 0")
+        return True
 
     # -- /ws -----------------------------------------------------------------------------------
 
@@ -291,6 +400,13 @@ class Suite:
     # -- /ws/health ----------------------------------------------------------------------------
 
     async def health_session(self) -> None:
+        try:
+            await self._health_session()
+        finally:  # origin_session waits on this whatever happened here
+            if not self.health.done():
+                self.health.set_result(None)
+
+    async def _health_session(self) -> None:
         rec, opts = self.rec, self.options
         later = ["config", "mixed_content", "heartbeat"] + ([] if opts.quick else ["sustained"])
         probe = Probe(self.target.ws("/ws/health"), "/ws/health", opts)
@@ -306,6 +422,8 @@ class Suite:
             await probe.abort()
             return
         self.health.set_result(greeting)
+        if greeting.config is not None:
+            self._extend_deadline(float(greeting.config.ping_interval))
         try:
             await self._health_steps(probe, greeting, started)
         finally:
@@ -354,85 +472,81 @@ class Suite:
                         f"ws_public_url={env.ws_public_url} public_base_url={env.public_base_url}",
                         probe.evidence)
 
-        await self._heartbeats(probe, interval, started)
+        beats = _Beats(opened=started, last_at=started)
+        lost = await self._heartbeat_phase(probe, interval, beats)
+        if self.options.quick:
+            return
+        if lost is not None:
+            self._sustain_failed(probe, beats, lost)
+            return
+        await self._sustain_phase(probe, beats)
 
-    async def _heartbeats(  # noqa: PLR0915 - one loop serves two checks on one socket
-        self, probe: Probe, server_interval: float | None, opened: float
-    ) -> None:
-        """Heartbeat delivery, then (unless --quick) the sustained connection, on one socket."""
+    async def _heartbeat_phase(self, probe: Probe, server_interval: float | None,
+                               beats: _Beats) -> ProbeError | None:
+        """Heartbeat delivery: one heartbeat (two in a full run) within interval + grace.
+
+        Returns the error when the connection was lost (a late heartbeat leaves it usable).
+        """
         rec, opts = self.rec, self.options
+        started = time.monotonic()
         expected = opts.heartbeat_interval or server_interval
-        wanted = 1 if opts.quick else 2
-        hb_started = time.monotonic()
-        last_at = opened
-        last_number = 0
-        gaps: list[float] = []
-        heartbeat_done = expected is None
         if expected is None:
-            rec.add("heartbeat", "skip", hb_started, "skipped: interval unknown (no config); "
+            rec.add("heartbeat", "skip", started, "skipped: interval unknown (no config); "
                     "pass --heartbeat-interval")
-        sustain_until = opened + opts.sustain
-        number_error: str | None = None
-        while True:
-            if heartbeat_done:
-                if opts.quick or time.monotonic() >= sustain_until:
-                    break
-                wait_until = sustain_until
-            else:
-                assert expected is not None
-                wait_until = last_at + expected + opts.grace
+            return None
+        wanted = 1 if opts.quick else 2
+        ev = probe.evidence
+        while ev.heartbeats_received < wanted:
             try:
-                message = await probe.recv(max(0.0, wait_until - time.monotonic()))
+                await beats.next(probe, beats.last_at + expected + opts.grace)
             except ProbeError as exc:
-                ev = probe.evidence
                 timed_out = ev.error == "timeout"
                 if timed_out:  # the connection is fine; only the wait ended
                     ev.error = ev.error_detail = None
-                if not heartbeat_done:
-                    assert expected is not None
-                    what = ("no heartbeat" if last_number == 0 else
-                            f"no heartbeat after #{last_number}")
-                    msg = (f"{what} within {expected:g}s interval + {opts.grace:g}s grace "
-                           f"(waited {time.monotonic() - last_at:.2f}s)" if timed_out else
-                           f"{what}: {exc}")
-                    rec.add("heartbeat", "fail", hb_started, _detail(msg, ev), ev,
-                            metrics={"expected_interval_s": expected, "grace_s": opts.grace,
-                             "server_interval_s": server_interval or 0.0})
-                    heartbeat_done = True
-                    if timed_out:
-                        continue
-                elif timed_out:  # the sustain window ended quietly
-                    break
-                if not opts.quick:
-                    rec.add("sustained", "fail", opened,
-                            _detail(f"dropped after {ev.age_at_close_s or 0:.2f}s of "
-                                    f"{opts.sustain:g}s, {ev.heartbeats_received} "
-                                    "heartbeats received", ev),
-                            ev, metrics={"age_s": ev.age_at_close_s or 0.0})
-                return
-            if isinstance(message, Heartbeat):
-                now = time.monotonic()
-                gaps.append(now - last_at)
-                if message.ping_number != last_number + 1 and number_error is None:
-                    number_error = (f"ping_number went {last_number} -> "
-                                    f"{message.ping_number}, expected {last_number + 1}")
-                last_at, last_number = now, message.ping_number
-                await probe.send({"type": "pong", "ping_number": message.ping_number})
-                if not heartbeat_done and probe.evidence.heartbeats_received >= wanted:
-                    heartbeat_done = True
-                    status: Status = "fail" if number_error else "pass"
-                    rec.add("heartbeat", status, hb_started,
-                            number_error or
-                            f"{probe.evidence.heartbeats_received} heartbeat(s), ping_number "
-                            f"1..{last_number}, max gap {max(gaps):.2f}s (limit "
-                            f"{(expected or 0) + opts.grace:g}s)",
-                            probe.evidence, metrics={"max_gap_s": round(max(gaps), 3)})
-        if not opts.quick:
-            await self._sustained_end(probe, opened, number_error, gaps)
+                what = ("no heartbeat" if beats.last_number == 0 else
+                        f"no heartbeat after #{beats.last_number}")
+                msg = (f"{what} within {expected:g}s interval + {opts.grace:g}s grace "
+                       f"(waited {time.monotonic() - beats.last_at:.2f}s)" if timed_out else
+                       f"{what}: {exc}")
+                rec.add("heartbeat", "fail", started, _detail(msg, ev), ev,
+                        metrics={"expected_interval_s": expected, "grace_s": opts.grace,
+                                 "server_interval_s": server_interval or 0.0})
+                return None if timed_out else exc
+        rec.add("heartbeat", "fail" if beats.number_error else "pass", started,
+                beats.number_error or
+                f"{ev.heartbeats_received} heartbeat(s), ping_number 1..{beats.last_number}, "
+                f"max gap {max(beats.gaps):.2f}s (limit {expected + opts.grace:g}s)",
+                ev, metrics={"max_gap_s": round(max(beats.gaps), 3)})
+        return None
 
-    async def _sustained_end(self, probe: Probe, opened: float, number_error: str | None,
-                             gaps: list[float]) -> None:
+    async def _sustain_phase(self, probe: Probe, beats: _Beats) -> None:
+        """Sustained: still connected --sustain seconds after opening, heartbeats answered."""
+        until = beats.opened + self.options.sustain
+        ev = probe.evidence
+        while time.monotonic() < until:
+            try:
+                await beats.next(probe, until)
+            except ProbeError as exc:
+                if ev.error != "timeout":
+                    self._sustain_failed(probe, beats, exc)
+                    return
+                ev.error = ev.error_detail = None  # the window ended quietly
+                break
+        await self._sustained_end(probe, beats)
+
+    def _sustain_failed(self, probe: Probe, beats: _Beats, exc: ProbeError) -> None:
+        ev, sustain = probe.evidence, self.options.sustain
+        if ev.close_code is not None:
+            text = (f"dropped after {ev.age_at_close_s or 0:.2f}s of {sustain:g}s, "
+                    f"{ev.heartbeats_received} heartbeats received")
+        else:
+            text = f"after {probe.age:.2f}s of {sustain:g}s: {exc}"
+        self.rec.add("sustained", "fail", beats.opened, _detail(text, ev), ev,
+                     metrics={"age_s": ev.age_at_close_s or round(probe.age, 3)})
+
+    async def _sustained_end(self, probe: Probe, beats: _Beats) -> None:
         rec, opts = self.rec, self.options
+        opened, number_error, gaps = beats.opened, beats.number_error, beats.gaps
         # Sustained: still connected after --sustain; ask for live metrics, then close 1000.
         ev = probe.evidence
         try:

@@ -12,6 +12,10 @@ from smoke.target import Options, Target
 
 IMMEDIATE_S = 0.5
 """A 1006 this soon after the handshake is "immediately" in the seed's table."""
+MIN_IDLE_S = 0.9
+"""A connection that received a message less than about a second before a 1006 was not idle:
+whatever cut it, it was not an idle timeout (0.9, not 1.0: a proxy's 1 s timer starts when
+the proxy reads the last message, a little before this tool receives it)."""
 
 NGINX_UPGRADE = (
     "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; "
@@ -42,7 +46,22 @@ class Context:
 def _transport(result: CheckResult, ev: Evidence, ctx: Context) -> Diagnosis | None:
     """Diagnoses from the handshake and the close: evidence any check may carry."""
     t = ctx.where(result.via)
-    name = f"{result.via}:{result.name}" if result.via == "direct" else result.name
+    name = result.label
+    if ev.error == "proxy":
+        return Diagnosis(
+            code="proxy_error",
+            cause=f"The proxy {ev.proxy or ''} named by http_proxy/https_proxy/all_proxy failed "
+                  "(see the checks' details); the target itself was not reached",
+            next_step="Check http_proxy/https_proxy/all_proxy/no_proxy, or run without "
+                      "--use-env-proxy to connect directly",
+            checks=[name])
+    if ev.error == "client_error":
+        return Diagnosis(
+            code="client_error",
+            cause=f"ws-smoke could not make the request to {t.hostport}: {ev.error_detail}",
+            next_step="Check the URL and -H headers; if they are fine this is a bug in "
+                      "ws-smoke: report it with the --json output",
+            checks=[name])
     if ev.error == "refused":
         return Diagnosis(
             code="connection_refused",
@@ -68,6 +87,8 @@ def _transport(result: CheckResult, ev: Evidence, ctx: Context) -> Diagnosis | N
                          f"{ev.error_detail}",
                          next_step="Check the certificate and that the port serves TLS "
                                    "(wss:// to a plain port fails like this)", checks=[name])
+    if result.name == "http_health":  # a plain GET: the handshake rules below do not apply
+        return _http_health(ev, name)
     status = ev.http_status
     server = f" (answered by {ev.server_header})" if ev.server_header else ""
     if status == 403:
@@ -143,10 +164,50 @@ def _transport(result: CheckResult, ev: Evidence, ctx: Context) -> Diagnosis | N
     return None
 
 
+def _http_health(ev: Evidence, name: str) -> Diagnosis | None:
+    """``GET /health`` answered, but not as the service does."""
+    status = ev.http_status
+    server = f" (answered by {ev.server_header})" if ev.server_header else ""
+    if status in (502, 503, 504):
+        return Diagnosis(
+            code="health_backend_unreachable",
+            cause=f"GET {ev.url} answered HTTP {status}{server}: the proxy is up but cannot "
+                  "reach the backend",
+            next_step="Check the proxy's upstream (proxy_pass host:port) and that the backend "
+                      "runs and listens there; run with --direct BACKEND_URL",
+            checks=[name])
+    if status is not None and status != 200:
+        return Diagnosis(
+            code="health_http_status",
+            cause=f"GET {ev.url} answered HTTP {status}{server}: {ev.error_detail}; this is a "
+                  "plain HTTP request, so it says nothing about WebSocket upgrades",
+            next_step="Check the proxy routes /health to the service, and the -H headers "
+                      "sent (they go on this request too); see the proxy and server logs",
+            checks=[name])
+    if ev.error == "unexpected_message":
+        return Diagnosis(
+            code="health_not_service",
+            cause=f"GET {ev.url} answered 200 but not with the service's /health body: "
+                  f"{ev.error_detail}",
+            next_step="The URL reaches something else (another app, a proxy's default "
+                      "page): check the base URL and the proxy's location blocks",
+            checks=[name])
+    return None
+
+
 def _abnormal(ev: Evidence, ctx: Context, name: str) -> Diagnosis:
     age = ev.age_at_close_s or 0.0
     idle = ev.idle_at_close_s if ev.idle_at_close_s is not None else age
     interval = ctx.ping_interval
+    if ev.backend_gone:
+        return Diagnosis(
+            code="backend_gone",
+            cause=f"Close 1006 (no close frame), and {ev.after_drop}: the "
+                  "server process died or restarted (a crash, an OOM kill, a deploy) - not a "
+                  "proxy timeout",
+            next_step="Check the server's own log and exit status (journalctl, docker logs, "
+                      "dmesg for the OOM killer) at that time, and its restart policy",
+            checks=[name])
     if age < IMMEDIATE_S:
         return Diagnosis(
             code="abnormal_close_immediate",
@@ -157,9 +218,11 @@ def _abnormal(ev: Evidence, ctx: Context, name: str) -> Diagnosis:
                       "`grep WS_DIAGNOSTICS` in the server log",
             checks=[name])
     interval_text = f"{interval:g} s" if interval is not None else "unknown"
-    # Heartbeats that arrived prove the path survives gaps of one interval: a drop sooner
-    # than that after the last message is not an idle timeout.
-    if interval is None or ev.heartbeats_received == 0 or idle >= interval * 0.9:
+    # A connection that just received a message was not idle. Heartbeats that arrived prove
+    # the path survives gaps of one interval: a drop sooner than that after the last message
+    # is not an idle timeout either.
+    if idle >= MIN_IDLE_S and (interval is None or ev.heartbeats_received == 0
+                               or idle >= interval * 0.9):
         n = _fmt(idle)
         lower = f"{max(idle / 2, 0.1):.2g}" if idle < 10 else f"{idle / 2:.0f}"
         return Diagnosis(
@@ -170,9 +233,10 @@ def _abnormal(ev: Evidence, ctx: Context, name: str) -> Diagnosis:
             next_step=f"Lower WS_PING_INTERVAL below {n} s (e.g. {lower}) or raise "
                       f"proxy_read_timeout above {interval_text} (nginx default 60 s)",
             checks=[name])
+    flowing = "heartbeats were" if ev.heartbeats_received else "messages were"
     return Diagnosis(
         code="dropped_while_active",
-        cause=f"Close 1006 (no close frame) after {age:.2f}s although heartbeats were "
+        cause=f"Close 1006 (no close frame) after {age:.2f}s although {flowing} "
               f"arriving (last message {idle:.2f}s before, ping interval {interval_text}): "
               "not an idle timeout - a connection lifetime cap (e.g. a load balancer's), a "
               "network cut, or the server process dying",
@@ -183,7 +247,15 @@ def _abnormal(ev: Evidence, ctx: Context, name: str) -> Diagnosis:
 
 def _finding(result: CheckResult, ctx: Context) -> Diagnosis | None:
     """Diagnoses from what a check itself measured, on a connection that still worked."""
-    name = f"{result.via}:{result.name}" if result.via == "direct" else result.name
+    name = result.label
+    if result.name == "tool_error":
+        return Diagnosis(
+            code="tool_error",
+            cause=f"ws-smoke itself failed, so some results are missing (shown as skipped): "
+                  f"{result.detail}",
+            next_step="Rerun; if it repeats, report it as a ws-smoke bug with the --json "
+                      "output. This says nothing about the target",
+            checks=[name])
     if result.name == "heartbeat":
         expected = result.metrics.get("expected_interval_s", 0.0)
         server = result.metrics.get("server_interval_s", 0.0)
@@ -268,11 +340,17 @@ def diagnose(target: Target, options: Options, results: list[CheckResult], *,
 
 def _proxy_vs_direct(results: list[CheckResult], target: Target,
                      direct: Target) -> list[Diagnosis]:
-    by_via = {(r.via, r.name): r.status for r in results}
-    proxy_only = [r.name for r in results if r.via == "target" and r.status == "fail"
-                  and by_via.get(("direct", r.name)) == "pass"]
-    both = [r.name for r in results if r.via == "target" and r.status == "fail"
-            and by_via.get(("direct", r.name)) == "fail"]
+    by_via = {(r.via, r.name): r for r in results}
+    proxy_only: list[str] = []
+    both: list[str] = []
+    for r in results:
+        twin = by_via.get(("direct", r.name))
+        if r.via != "target" or r.status != "fail" or twin is None or r.name == "tool_error":
+            continue
+        if twin.status == "pass":
+            proxy_only.append(r.label)
+        elif twin.status == "fail":
+            both.extend([r.label, twin.label])
     out: list[Diagnosis] = []
     if proxy_only:
         out.append(Diagnosis(
@@ -284,7 +362,7 @@ def _proxy_vs_direct(results: list[CheckResult], target: Target,
     if both:
         out.append(Diagnosis(
             code="backend_problem",
-            cause=f"{', '.join(both)} fail both through {target.ws_base} and direct at "
+            cause=f"{', '.join(both[::2])} fail both through {target.ws_base} and direct at "
                   f"{direct.ws_base}: the backend itself is at fault",
             next_step="Fix the service (or start it) before looking at the proxy",
             checks=both))

@@ -38,8 +38,10 @@ def close_code_name(code: int) -> str:
 
 ErrorKind = Literal[
     "refused", "dns", "connect_timeout", "tls", "network", "http_status", "handshake",
-    "closed", "timeout", "unexpected_message", "mismatch",
+    "proxy", "client_error", "closed", "timeout", "stalled", "unexpected_message", "mismatch",
 ]
+"""``client_error``: an exception this tool did not expect while connecting (recorded, so a
+run still ends with a report); ``proxy``: the HTTP/SOCKS proxy in between failed."""
 
 
 class Evidence(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -47,6 +49,8 @@ class Evidence(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     url: str
     origin: str | None = None
+    proxy: str | None = None
+    """The HTTP/SOCKS proxy this connection went through (only with ``--use-env-proxy``)."""
     http_status: int | None = None
     """101 when the handshake succeeded, else the rejection's status."""
     server_header: str | None = None
@@ -62,6 +66,10 @@ class Evidence(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Seconds since the last message received when the connection closed."""
     messages_received: int = 0
     heartbeats_received: int = 0
+    after_drop: str | None = None
+    """After a 1006: what a fresh ``GET /health`` to the same target answered."""
+    backend_gone: bool = False
+    """That re-probe was refused (or a proxy answered 502/503/504): the server is gone."""
 
     def summary(self) -> str:
         """The transport facts for the report's detail column."""
@@ -77,6 +85,8 @@ class Evidence(msgspec.Struct, kw_only=True, omit_defaults=True):
             parts.append(
                 f"close {self.close_code} ({close_code_name(self.close_code)}){reason}{age}"
             )
+        if self.proxy:
+            parts.append(f"via proxy {self.proxy}")
         return ", ".join(parts)
 
 
@@ -89,6 +99,11 @@ class CheckResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     via: Via = "target"
     evidence: Evidence | None = None
     metrics: dict[str, float] = msgspec.field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How the report names the check: ``direct:NAME`` for the ``--direct`` backend."""
+        return f"direct:{self.name}" if self.via == "direct" else self.name
 
 
 class Diagnosis(msgspec.Struct, kw_only=True):

@@ -10,15 +10,25 @@ import asyncio
 import socket
 import ssl
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidProxy,
+    InvalidStatus,
+    ProxyError,
+    WebSocketException,
+)
+from websockets.proxy import get_proxy
+from websockets.typing import Origin
+from websockets.uri import parse_uri
 
-from service.messages import SERVER_MESSAGES, Heartbeat
-from smoke.model import Evidence
+from service.messages import SERVER_MESSAGES, Echo, Heartbeat, WsEcho
+from smoke.model import ErrorKind, Evidence
 from smoke.target import Options
 
 DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
@@ -48,15 +58,21 @@ class Probe:
         self._ws: ClientConnection | None = None
         self.opened_at = 0.0
         self.last_received = 0.0
+        self._pongs_sent: list[bytes] = []
+        """Pongs not yet echoed back: /ws/echo and /ws echo a pong like any message."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
         ev = self.evidence
+        proxy: str | None = None
         try:
+            if self.options.use_env_proxy:
+                proxy = get_proxy(parse_uri(ev.url))
+                ev.proxy = proxy
             self._ws = await websockets.connect(
                 ev.url,
-                origin=self.origin,  # type: ignore[arg-type]
+                origin=Origin(self.origin) if self.origin is not None else None,
                 additional_headers=list(self.options.headers),
                 open_timeout=self.options.timeout,
                 close_timeout=self.options.timeout,
@@ -64,6 +80,9 @@ class Probe:
                 # very timeout this tool looks for. Keep-alive is the server's heartbeat.
                 ping_interval=None,
                 user_agent_header="ws-smoke",
+                # websockets uses http(s)_proxy/all_proxy by default, which would silently
+                # check the proxy instead of the target: only with --use-env-proxy.
+                proxy=proxy,
             )
         except InvalidStatus as exc:
             response = exc.response
@@ -76,6 +95,8 @@ class Probe:
                 f": {body}" if body else ""
             )
             raise ProbeError(f"handshake rejected: {ev.error_detail}") from None
+        except (InvalidProxy, ProxyError) as exc:
+            self._fail("proxy", f"proxy {proxy or '(from the environment)'} failed: {exc}")
         except ConnectionRefusedError as exc:
             self._fail("refused", f"connection refused ({exc.strerror})")
         except socket.gaierror as exc:
@@ -87,13 +108,17 @@ class Probe:
                        f"no handshake response within {self.options.timeout:g}s")
         except InvalidHandshake as exc:
             self._fail("handshake", f"invalid handshake: {exc}")
+        except WebSocketException as exc:
+            self._fail("handshake", f"websocket error while connecting: {exc!r}")
         except OSError as exc:
             self._fail("network", f"network error: {exc.strerror or exc}")
+        except Exception as exc:  # recorded, so the run still ends with a report
+            self._fail("client_error", f"unexpected error while connecting: {exc!r}")
         ev.http_status = 101
         ev.opened = True
         self.opened_at = self.last_received = time.monotonic()
 
-    def _fail(self, kind: Any, detail: str) -> None:
+    def _fail(self, kind: ErrorKind, detail: str) -> NoReturn:
         self.evidence.error = kind
         self.evidence.error_detail = detail
         raise ProbeError(detail) from None
@@ -148,8 +173,34 @@ class Probe:
             await self.ws.send(data.decode())
         except ConnectionClosed as exc:
             self._record_close(exc)
+            self.evidence.error = "closed"
             raise ProbeError(self._closed_text()) from None
         return data
+
+    async def answer(self, heartbeat: Heartbeat) -> None:
+        """Answer a heartbeat with a pong, as a real client does (raises ProbeError if the
+        connection closed meanwhile). On /ws/echo and /ws the server echoes it back."""
+        data = await self.send({"type": "pong", "ping_number": heartbeat.ping_number})
+        if self.endpoint != "/ws/health":
+            self._pongs_sent.append(data)
+
+    def _echoed_pong(self, message: Any) -> bool:
+        """An echo of a pong this probe sent: not a reply to anything the check asked."""
+        if isinstance(message, Echo):
+            raw = bytes(message.original)
+        elif isinstance(message, WsEcho):
+            raw = bytes(message.data)
+        else:
+            return False
+        try:
+            decoded = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return False
+        for i, sent in enumerate(self._pongs_sent):
+            if msgspec.json.decode(sent) == decoded:
+                del self._pongs_sent[i]
+                return True
+        return False
 
     async def recv(self, wait: float | None = None) -> Any:
         """The next server message, decoded with the endpoint's union; heartbeats included."""
@@ -179,14 +230,17 @@ class Probe:
         return message
 
     async def recv_until(self, kind: type[Any], deadline: float) -> Any:
-        """Skip heartbeats (answering each with a pong) until a ``kind`` message arrives."""
+        """Skip heartbeats (answering each with a pong) and the echoes of those pongs until a
+        ``kind`` message arrives."""
         while True:
             message = await self.recv(deadline - time.monotonic())
+            if isinstance(message, Heartbeat):
+                await self.answer(message)
+                continue
+            if self._echoed_pong(message):
+                continue
             if isinstance(message, kind):
                 return message
-            if isinstance(message, Heartbeat):
-                await self.send({"type": "pong", "ping_number": message.ping_number})
-                continue
             raise ProbeError(
                 f"expected {kind.__name__}, got {type(message).__name__}: "
                 f"{_encode(message).decode()[:160]}"

@@ -9,18 +9,15 @@ from pathlib import Path
 
 import msgspec
 
-from smoke.model import CheckResult, Report
+from smoke.checks import TOOL_ERROR
+from smoke.model import Report
 
 _MARK = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}
 
 
-def _label(result: CheckResult) -> str:
-    return f"direct:{result.name}" if result.via == "direct" else result.name
-
-
 def render_text(report: Report, width: int | None = None) -> str:
     width = width or max(shutil.get_terminal_size((120, 24)).columns, 80)
-    names = [_label(r) for r in report.results]
+    names = [r.label for r in report.results]
     name_w = max([len("CHECK"), *map(len, names)])
     head = f"{'CHECK':<{name_w}}  RESULT  {'TIME':>7}  DETAIL"
     detail_w = max(width - len(head) + len("DETAIL"), 40)
@@ -54,12 +51,12 @@ def write_json(report: Report, path: Path) -> None:
 
 def junit_xml(report: Report) -> ET.ElementTree[ET.Element]:
     c = report.counts
-    suites = ET.Element("testsuites", name="ws-smoke", tests=str(len(report.results)),
-                        failures=str(c["fail"]), skipped=str(c["skip"]), errors="0",
-                        time=f"{report.duration_s:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name=f"ws-smoke {report.target}",
-                          tests=str(len(report.results)), failures=str(c["fail"]),
-                          skipped=str(c["skip"]), errors="0", time=f"{report.duration_s:.3f}")
+    errors = sum(r.name == TOOL_ERROR for r in report.results)
+    totals = {"tests": str(len(report.results)), "failures": str(c["fail"] - errors),
+              "skipped": str(c["skip"]), "errors": str(errors),
+              "time": f"{report.duration_s:.3f}"}
+    suites = ET.Element("testsuites", {"name": "ws-smoke", **totals})
+    suite = ET.SubElement(suites, "testsuite", {"name": f"ws-smoke {report.target}", **totals})
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="target", value=report.target)
     if report.direct:
@@ -69,11 +66,13 @@ def junit_xml(report: Report) -> ET.ElementTree[ET.Element]:
                              time=f"{r.duration_s:.3f}")
         if r.status == "skip":
             ET.SubElement(case, "skipped", message=r.detail)
+        elif r.name == TOOL_ERROR:  # the tool failed, not the target: a JUnit error
+            ET.SubElement(case, "error", message=r.detail, type="ToolError").text = r.detail
         elif r.status == "fail":
             failure = ET.SubElement(case, "failure", message=r.detail, type="SmokeCheckFailed")
-            label = _label(r)
+            label = r.label
             causes = [f"[{d.code}] {d.cause}\n-> {d.next_step}" for d in report.diagnoses
-                      if label in d.checks or r.name in d.checks]
+                      if label in d.checks]
             evidence = (msgspec.json.encode(r.evidence).decode()
                         if r.evidence is not None else "")
             failure.text = "\n".join([r.detail, *causes, f"evidence: {evidence}"])

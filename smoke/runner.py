@@ -7,14 +7,14 @@ import contextlib
 import time
 
 from service.messages import HealthStatus
-from smoke.checks import Suite
+from smoke.checks import TOOL_ERROR, Suite
 from smoke.diagnose import diagnose
-from smoke.model import CheckResult, Report
+from smoke.model import CheckResult, Evidence, Report
 from smoke.probe import Probe, ProbeError
 from smoke.target import Options, Target
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 2
-_UNREACHABLE = frozenset({"refused", "dns", "connect_timeout", "network"})
+_UNREACHABLE = frozenset({"refused", "dns", "connect_timeout", "network", "proxy"})
 
 
 def _greeting(suite: Suite) -> HealthStatus | None:
@@ -35,6 +35,37 @@ async def _greeting_without_origin(target: Target, options: Options) -> HealthSt
     return greeting
 
 
+def _abnormal_close(result: CheckResult) -> bool:
+    ev = result.evidence
+    return ev is not None and ev.close_code == 1006 and ev.closed_by == "network"
+
+
+async def _recheck_after_drop(suite: Suite, results: list[CheckResult]) -> None:
+    """After a 1006, ask the same target again: a refused GET /health (or a proxy's 502/503/504)
+    means the server process died or restarted, not that a proxy timed the connection out."""
+    dropped = [r for r in results if r.via == suite.rec.via and _abnormal_close(r)]
+    if not dropped:
+        return
+    url = suite.target.http("/health")
+    for _ in range(3):  # a dying process can still accept, then reset: ask again at once
+        probe = Evidence(url=url)
+        await asyncio.to_thread(suite.get_health, url, probe)
+        if probe.error != "network":
+            break
+    if probe.error == "refused":
+        text, gone = f"GET {url} after the drop: connection refused", True
+    elif probe.http_status in (502, 503, 504):
+        text, gone = f"GET {url} after the drop: HTTP {probe.http_status}", True
+    elif probe.error is not None:
+        text, gone = f"GET {url} after the drop: {probe.error_detail}", False
+    else:
+        text, gone = f"GET {url} after the drop: HTTP {probe.http_status}", False
+    for result in dropped:
+        assert result.evidence is not None
+        result.evidence.after_drop = text
+        result.evidence.backend_gone = gone
+
+
 async def run_checks(target: Target, options: Options, direct: Target | None = None) -> Report:
     started_at, started = time.time(), time.monotonic()
     suites = [Suite(target, options)]
@@ -42,6 +73,7 @@ async def run_checks(target: Target, options: Options, direct: Target | None = N
         suites.append(Suite(direct, options, via="direct"))
     per_suite = await asyncio.gather(*(s.run() for s in suites))
     results: list[CheckResult] = [r for rs in per_suite for r in rs]
+    await asyncio.gather(*(_recheck_after_drop(s, results) for s in suites))
 
     greeting = next((g for g in map(_greeting, suites) if g is not None), None)
     if greeting is None and any(r.evidence is not None and r.evidence.http_status == 403
@@ -60,7 +92,8 @@ async def run_checks(target: Target, options: Options, direct: Target | None = N
     unreachable = (handshake is not None and handshake.status == "fail"
                    and handshake.evidence is not None
                    and handshake.evidence.error in _UNREACHABLE)
-    exit_code = (EXIT_UNREACHABLE if unreachable else
+    tool_error = any(r.name == TOOL_ERROR for r in results)
+    exit_code = (EXIT_UNREACHABLE if unreachable or tool_error else
                  EXIT_FAILED if counts["fail"] else EXIT_OK)
     return Report(
         tool="ws-smoke", target=target.ws_base, direct=direct.ws_base if direct else None,

@@ -85,10 +85,26 @@ class Options:
     latency_samples: int = 20
     latency_limit_ms: float = 100.0
     foreign_origin: str = "https://smoke-check.invalid"
+    use_env_proxy: bool = False
+    """Honour http_proxy/https_proxy/all_proxy (and no_proxy); by default no proxy is used."""
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def parse_header(text: str) -> tuple[str, str]:
+    """``'Name: value'``; a name that is not an RFC 9110 token, or a value with control
+    characters (CR, LF, NUL, \\x01, DEL, ...), is a usage error rather than a request the
+    server rejects with a 400 that would look like a deployment problem."""
     name, sep, value = text.partition(":")
-    if not sep or not name.strip():
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
         raise UsageError(f"bad header {text!r}: expected 'Name: value'")
-    return name.strip(), value.strip()
+    if not set(name) <= _TOKEN_CHARS:
+        raise UsageError(f"bad header name {name!r}: only letters, digits and !#$%&'*+-.^_`|~")
+    bad = sorted({c for c in value if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise UsageError(f"bad header value for {name}: control character(s) {shown}")
+    return name, value

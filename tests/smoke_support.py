@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -183,12 +184,42 @@ class SmokeRun:
         return [d["code"] for d in self.report["diagnoses"]]
 
 
-def run_smoke(tmp: Path, *args: str, timeout: float = 60.0) -> SmokeRun:
+def smoke_env(**extra: str) -> dict[str, str]:
+    """The test's environment without proxy variables (so only 127.0.0.1 is ever contacted)."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(extra)
+    return env
+
+
+def run_smoke(tmp: Path, *args: str, timeout: float = 60.0,
+              env: dict[str, str] | None = None) -> SmokeRun:
     """``python -m smoke ARGS --json FILE``: the real command line, its exit code and report."""
     report = tmp / f"report-{time.monotonic_ns()}.json"
     done = subprocess.run(
         [sys.executable, "-m", "smoke", *args, "--json", str(report)],
         cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env if env is not None else smoke_env(),
     )
     data: dict[str, Any] = json.loads(report.read_text()) if report.exists() else {}
     return SmokeRun(done.returncode, done.stdout, done.stderr, data)
+
+
+def start_smoke(*args: str) -> subprocess.Popen[str]:
+    """``python -m smoke ARGS`` in the background, stdout line-buffered for ``read_until``."""
+    return subprocess.Popen(
+        [sys.executable, "-u", "-m", "smoke", *args], cwd=REPO, env=smoke_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, seen: list[str]) -> str:
+    """Read ``proc``'s output line by line until one matches (appending every line to
+    ``seen``); fails with the output if the process ends first. Bounded by the process's own
+    ``--duration``, not by a sleep."""
+    assert proc.stdout is not None
+    regex = re.compile(pattern)
+    for line in proc.stdout:
+        seen.append(line.rstrip("\n"))
+        if regex.search(line):
+            return line
+    raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(seen))

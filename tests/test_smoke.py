@@ -6,7 +6,9 @@ Every test asserts the diagnosis the operator would read, not just a failure.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import StartService
 from tests.smoke_support import (
     REPO,
     Nginx,
@@ -22,7 +25,10 @@ from tests.smoke_support import (
     free_port,
     launch_nginx,
     launch_service,
+    read_until,
     run_smoke,
+    smoke_env,
+    start_smoke,
     stop,
 )
 
@@ -71,8 +77,9 @@ def test_healthy_service_passes_every_check(fast_service: Service, tmp_path: Pat
     assert statuses == dict.fromkeys(ALL_CHECKS, "pass"), run.out
     assert run.report["diagnoses"] == []
     assert run.report["counts"] == {"pass": len(ALL_CHECKS), "fail": 0, "skip": 0}
-    # Concurrent checks: the run lasts about --sustain, not the sum of the checks.
-    assert 2.0 <= run.report["duration_s"] < 5.0
+    # Concurrent checks: the run lasts at least --sustain (the upper bound is only a sanity
+    # bound, far above the sum of the checks, so a loaded machine cannot fail it).
+    assert 2.0 <= run.report["duration_s"] < 60.0
     sustained = run.result("sustained")
     assert sustained["metrics"]["heartbeats"] >= 3  # 0.5 s interval over 2 s
     assert sustained["evidence"]["close_code"] == 1000
@@ -189,19 +196,28 @@ def test_proxy_idle_timeout_names_seconds_and_direct_blames_proxy(
     assert "backend_problem" not in run.codes
 
 
-def test_watch_logs_each_drop_and_summarises(idle_timeout_proxy: Nginx, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "smoke", "watch", idle_timeout_proxy.url, "--duration", "3.2"],
-        cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
-    drops = re.findall(r"drop #\d+: code 1006 .* after (\d+\.\d+)s", done.stdout)
-    assert len(drops) >= 2, done.stdout
+def test_watch_logs_each_drop_and_summarises(idle_timeout_proxy: Nginx) -> None:
+    # Event-driven: read the log until the second drop's back-off, then stop with SIGTERM
+    # (--duration only bounds a run that never gets there).
+    proc = start_smoke("watch", idle_timeout_proxy.url, "--duration", "60")
+    lines: list[str] = []
+    try:
+        read_until(proc, r"reconnecting in 1s", lines)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout = "\n".join(lines) + "\n" + rest
+    assert proc.returncode == 1, stdout
+    drops = re.findall(r"drop #\d+: code 1006 .* after (\d+\.\d+)s", stdout)
+    assert len(drops) >= 2, stdout
     assert all(0.8 <= float(age) < 1.8 for age in drops), drops
-    assert "reconnecting in 0.5s" in done.stdout
-    assert "reconnecting in 1s" in done.stdout
-    summary = done.stdout.strip().splitlines()[-1]
+    assert "reconnecting in 0.5s" in stdout
+    summary = stdout.strip().splitlines()[-1]
     assert "drops by code: 1006 (abnormal closure, no close frame)" in summary
+    assert "errors by kind: none" in summary
     assert re.search(r"(\d+) connection\(s\), \1 drop\(s\)", summary), summary
 
 
@@ -301,3 +317,99 @@ def test_ws_smoke_sh_falls_back_to_python_checker(fast_service: Service, tmp_pat
     assert "wscat" in done.stdout
     assert "not interactive" in done.stdout
     assert json.loads(report.read_text())["exit_code"] == 0
+
+
+HEALTH_CONNECT = r'WS_DIAGNOSTICS \{"event":"connect","endpoint":"/ws/health"'
+
+
+def test_proxy_environment_is_ignored_unless_asked(fast_service: Service,
+                                                   tmp_path: Path) -> None:
+    """http_proxy & co. must not silently redirect the checks (websockets and urllib both read
+    them); with --use-env-proxy a broken proxy ends the run with a report, never a hang."""
+    bad = "foo://127.0.0.1:1"
+    env = smoke_env(http_proxy=bad, https_proxy=bad, all_proxy=bad, no_proxy="")
+    run = run_smoke(tmp_path, fast_service.url, "--quick", env=env, timeout=60)
+    assert run.code == 0, run.out + run.err
+    assert all("proxy" not in (r.get("evidence") or {}) for r in run.report["results"])
+
+    run = run_smoke(tmp_path, fast_service.url, "--quick", "--use-env-proxy", env=env,
+                    timeout=60)
+    assert run.code == 2, run.out + run.err  # the target was never reached
+    handshake = run.result("handshake")
+    assert handshake["evidence"]["proxy"] == bad
+    assert handshake["evidence"]["error"] == "proxy"
+    assert run.result("http_health")["evidence"]["proxy"] == bad
+    assert run.result("origin_policy")["status"] == "skip"  # reported, not waited on forever
+    assert "handshake" in run.diagnosis("proxy_error")["checks"]
+    assert "tool_error" not in {r["name"] for r in run.report["results"]}
+
+
+def test_crashed_backend_is_not_a_proxy_idle_timeout(start_service: StartService,
+                                                    tmp_path: Path) -> None:
+    """kill -9 of the service while /ws/health is connected (no heartbeat yet: 20 s interval)
+    is a dead backend, not "a proxy idle timeout of about N s"."""
+    service = start_service(WS_PING_INTERVAL="20", WS_PING_TIMEOUT="5")
+    report = tmp_path / "crash.json"
+    proc = start_smoke(service.ws, "--sustain", "30", "--json", str(report))
+    try:
+        # The origin-policy probe starts once the checker has read health_status, so its
+        # refused handshake means the /ws/health connection is up and greeted.
+        service.wait_for_line(r'"event":"rejected","endpoint":"/ws/health".*smoke-check',
+                              timeout=30)
+        service.proc.kill()  # SIGKILL: no close frames, the kernel resets the sockets
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out
+    data = json.loads(report.read_text())
+    codes = [d["code"] for d in data["diagnoses"]]
+    assert "proxy_idle_timeout" not in codes, out
+    found = [d for d in data["diagnoses"] if d["code"] == "backend_gone"]
+    assert len(found) == 1, out + json.dumps(data["results"])
+    gone = found[0]
+    assert "sustained" in gone["checks"], out
+    assert "connection refused" in gone["cause"]
+    assert "server process died or restarted" in gone["cause"]
+    sustained = next(r for r in data["results"] if r["name"] == "sustained")
+    assert sustained["evidence"]["close_code"] == 1006
+    assert sustained["evidence"]["backend_gone"] is True
+
+
+def test_watch_reports_a_stalled_connection_and_closes_it(start_service: StartService) -> None:
+    """A frozen server (SIGSTOP: the socket stays open, nothing arrives) is reported as a
+    stall after ping_interval + grace, not waited on forever, and not counted as a drop."""
+    service = start_service()  # heartbeat every 0.4 s
+    proc = start_smoke("watch", service.ws, "--grace", "0.5", "--timeout", "1",
+                       "--duration", "60")
+    lines: list[str] = []
+    try:
+        service.wait_for_line(HEALTH_CONNECT, timeout=30)
+        read_until(proc, r"connected ws://", lines)
+        os.kill(service.proc.pid, signal.SIGSTOP)
+        try:
+            stall = read_until(proc, r"error #1: ", lines)
+        finally:
+            os.kill(service.proc.pid, signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout = "\n".join(lines) + "\n" + rest
+    assert "stalled: no message for 0.9s (ping_interval 0.4 + grace 0.5s)" in stall, stdout
+    assert "closing it" in stall
+    assert "drop #" not in stdout  # the socket was open: not an invented 1006
+    summary = stdout.strip().splitlines()[-1]
+    assert "errors by kind: stalled x1" in summary, stdout
+    assert "0 drop(s)" in summary
+    assert proc.returncode == 1, stdout
+
+
+def test_control_character_in_header_is_a_usage_error(tmp_path: Path) -> None:
+    run = run_smoke(tmp_path, "ws://127.0.0.1:1", "--quick", "-H", "X-A: a\x01b")
+    assert run.code == 2, run.out + run.err
+    assert "control character" in run.err
+    assert run.report == {}  # rejected before any request
