@@ -5,18 +5,26 @@ Every test asserts the diagnosis the operator would read, not just a failure.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from service.messages import Echo, Heartbeat, WsEcho
+from smoke.checks import Suite
+from smoke.model import Report
+from smoke.probe import Probe
+from smoke.runner import run_checks
+from smoke.target import Options, parse_target
 from tests.conftest import StartService
 from tests.smoke_support import (
     REPO,
@@ -413,3 +421,92 @@ def test_control_character_in_header_is_a_usage_error(tmp_path: Path) -> None:
     assert run.code == 2, run.out + run.err
     assert "control character" in run.err
     assert run.report == {}  # rejected before any request
+
+
+# -- in-process: the suite's own failures, against the real service -------------------------
+
+FAST = Options(timeout=5.0, sustain=1.0, grace=1.0, latency_samples=3)
+
+
+def _statuses(report: Report) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in report.results:
+        out.setdefault(r.name, []).append(r.status)
+    return out
+
+
+def test_tool_error_is_exit_2_and_missing_checks_are_skipped(
+        fast_service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(self: Suite) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Suite, "_health_session", broken)
+    report = asyncio.run(run_checks(parse_target(fast_service.url), FAST))
+    statuses = _statuses(report)
+    assert report.exit_code == 2
+    assert statuses["tool_error"] == ["fail"]
+    assert statuses["handshake"] == ["pass"]  # not a second, invented handshake failure
+    for name in ("health_status", "config", "heartbeat", "sustained", "origin_policy"):
+        assert statuses[name] == ["skip"], (name, statuses)
+    heartbeat = next(r for r in report.results if r.name == "heartbeat")
+    assert "RuntimeError('boom')" in heartbeat.detail
+    assert [d.code for d in report.diagnoses] == ["tool_error"]
+
+
+def test_close_racing_the_heartbeat_pong_fails_the_checks_not_the_tool(
+        fast_service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = Probe.answer
+
+    async def racing(self: Probe, heartbeat: Heartbeat) -> None:
+        if self.endpoint == "/ws/health":
+            await self.ws.close(1000, "gone")  # the close wins the race: the pong finds it
+        await answer(self, heartbeat)
+
+    monkeypatch.setattr(Probe, "answer", racing)
+    report = asyncio.run(run_checks(parse_target(fast_service.url), FAST))
+    statuses = _statuses(report)
+    assert "tool_error" not in statuses, report.results
+    assert statuses["handshake"] == ["pass"]
+    assert statuses["heartbeat"] == ["fail"]
+    assert statuses["sustained"] == ["fail"]
+    assert report.exit_code == 1
+
+
+def test_a_stuck_session_hits_the_run_deadline(
+        fast_service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def ws_session(self: Suite) -> None:  # stuck: never returns
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(Suite, "ws_session", ws_session)
+    options = Options(timeout=0.5, grace=0.5, quick=True, latency_samples=2)
+    report = asyncio.run(run_checks(parse_target(fast_service.url), options))
+    statuses = _statuses(report)
+    assert report.exit_code == 2
+    tool = next(r for r in report.results if r.name == "tool_error")
+    assert "deadline" in tool.detail
+    assert "still running: ws_session" in tool.detail
+    assert statuses["ws_ping_pong"] == statuses["ws_echo"] == ["skip"]
+    assert statuses["heartbeat"] == ["pass"]  # finished checks are kept
+
+
+@pytest.mark.parametrize(("endpoint", "reply"), [("/ws/echo", Echo), ("/ws", WsEcho)])
+def test_echo_of_our_heartbeat_pong_is_not_taken_for_a_reply(
+        fast_service: Service, endpoint: str, reply: type[Echo | WsEcho]) -> None:
+    """/ws/echo and /ws heartbeat an idle client and echo the pong it answers with: a reply
+    read after answering must be the echo of what the check sent, not of the pong."""
+    async def scenario() -> tuple[bytes, bytes]:
+        probe = Probe(fast_service.url + endpoint, endpoint, Options(timeout=5.0))
+        await probe.open()
+        try:
+            deadline = time.monotonic() + 5
+            while not isinstance(message := await probe.recv(), Heartbeat):
+                assert time.monotonic() < deadline, "no heartbeat on an idle connection"
+            await probe.answer(message)
+            sent = await probe.send({"type": "smoke_test", "data": "after-pong"})
+            echo = await probe.recv_until(reply, time.monotonic() + 5)
+            return sent, bytes(echo.original if isinstance(echo, Echo) else echo.data)
+        finally:
+            await probe.abort()
+
+    sent, echoed = asyncio.run(scenario())
+    assert json.loads(echoed) == json.loads(sent)

@@ -7,12 +7,18 @@ heartbeats flow, 401, 426).
 
 from __future__ import annotations
 
+import asyncio
+
+import msgspec
 import pytest
 
 from smoke.checks import percentile
 from smoke.diagnose import diagnose
-from smoke.model import CheckResult, Evidence
+from smoke.model import CheckResult, Evidence, Report
+from smoke.probe import Probe
+from smoke.report import junit_xml
 from smoke.target import Options, UsageError, parse_header, parse_target
+from smoke.watch import Tally, _settle
 
 TARGET = parse_target("ws://127.0.0.1:9000")
 
@@ -121,3 +127,102 @@ def test_heartbeat_overdue_drop_is_an_idle_timeout() -> None:
                    ping_interval=61)
     assert d.code == "proxy_idle_timeout"
     assert "about 60 s" in d.cause
+
+
+# -- rules on recorded evidence (review fixes) -----------------------------------------------
+
+def test_1006_with_messages_just_received_is_not_an_idle_timeout() -> None:
+    """A drop in the middle of the latency loop (last message 0.0 s before) once read as
+    "proxy idle timeout of about 0.0 s"."""
+    [d] = diagnose(TARGET, Options(), [_failed("latency", _closed(2.0, 0.0))], ping_interval=30)
+    assert d.code == "dropped_while_active"
+    assert "messages were arriving" in d.cause
+
+
+def test_1006_then_refused_recheck_is_a_dead_backend() -> None:
+    ev = _closed(4.0, 3.6)
+    ev.after_drop = "GET http://127.0.0.1:9000/health after the drop: connection refused"
+    ev.backend_gone = True
+    diagnoses = diagnose(TARGET, Options(), [_failed("sustained", ev), _failed("heartbeat", ev)],
+                         ping_interval=30)
+    assert [(d.code, d.checks) for d in diagnoses] == [
+        ("backend_gone", ["sustained", "heartbeat"])]
+    assert "server process died or restarted" in diagnoses[0].cause
+    assert "WS_PING_INTERVAL" not in diagnoses[0].next_step
+
+
+def test_bad_health_response_is_not_a_handshake_problem() -> None:
+    ev = Evidence(url="http://127.0.0.1:9000/health", http_status=400, error="http_status",
+                  error_detail="HTTP 400 Bad Request", server_header="granian")
+    [d] = diagnose(TARGET, Options(), [_failed("http_health", ev)])
+    assert d.code == "health_http_status"
+    assert "handshake" not in d.cause
+    assert "Upgrade" not in d.cause + d.next_step
+    ev = Evidence(url="http://127.0.0.1:9000/health", http_status=502, error="http_status")
+    [d] = diagnose(TARGET, Options(), [_failed("http_health", ev)])
+    assert d.code == "health_backend_unreachable"
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "a\nX-Injected: 1", "a\x00", "a\x7f"])
+def test_header_with_control_characters_is_a_usage_error(value: str) -> None:
+    with pytest.raises(UsageError, match="control character"):
+        parse_header(f"X-A: {value}")
+    assert parse_header("X-A: a\tb") == ("X-A", "a\tb")
+    with pytest.raises(UsageError):
+        parse_header("X A: b")
+
+
+def test_junit_attaches_causes_by_label_and_direct_lists_labels() -> None:
+    target_ev = Evidence(url="ws://x/ws/echo", http_status=400, error="http_status")
+    direct_ev = Evidence(url="ws://y/ws/echo", error="refused")
+    results = [
+        _failed("handshake", target_ev),
+        msgspec.structs.replace(_failed("handshake", direct_ev), via="direct"),
+    ]
+    direct = parse_target("ws://127.0.0.1:9001")
+    diagnoses = diagnose(TARGET, Options(), results, direct=direct)
+    by_code = {d.code: d for d in diagnoses}
+    assert by_code["upgrade_not_forwarded"].checks == ["handshake"]
+    assert by_code["connection_refused"].checks == ["direct:handshake"]
+    assert by_code["backend_problem"].checks == ["handshake", "direct:handshake"]
+    report = Report(tool="ws-smoke", target=TARGET.ws_base, direct=direct.ws_base,
+                    started_at=0.0, duration_s=0.1, exit_code=1,
+                    counts={"pass": 0, "fail": 2, "skip": 0}, results=results,
+                    diagnoses=diagnoses)
+    root = junit_xml(report).getroot()
+    texts = {case.get("classname"): (case.findtext("failure") or "")
+             for case in root.iter("testcase")}
+    assert "[upgrade_not_forwarded]" in texts["ws_smoke.target"]
+    assert "[connection_refused]" not in texts["ws_smoke.target"]
+    assert "[connection_refused]" in texts["ws_smoke.direct"]
+    assert "[upgrade_not_forwarded]" not in texts["ws_smoke.direct"]
+
+
+def test_tool_error_is_a_junit_error_not_a_target_failure() -> None:
+    tool = CheckResult(name="tool_error", title="t", status="fail", duration_s=1.0,
+                       detail="internal error in health_session: RuntimeError('boom')")
+    [d] = diagnose(TARGET, Options(), [tool])
+    assert d.code == "tool_error"
+    report = Report(tool="ws-smoke", target=TARGET.ws_base, direct=None, started_at=0.0,
+                    duration_s=1.0, exit_code=2, counts={"pass": 0, "fail": 1, "skip": 0},
+                    results=[tool], diagnoses=[d])
+    root = junit_xml(report).getroot()
+    assert root.get("errors") == "1"
+    assert root.get("failures") == "0"
+    assert root.find(".//testcase/error") is not None
+
+
+def test_watch_error_on_open_socket_is_not_logged_as_a_drop(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    probe = Probe("ws://127.0.0.1:9/ws/health", "/ws/health", Options())
+    probe.evidence.opened = True
+    probe.evidence.error = "unexpected_message"
+    probe.evidence.error_detail = "message outside the /ws/health contract"
+    tally = Tally()
+    asyncio.run(_settle(probe, tally, ended=True))
+    out = capsys.readouterr().out
+    assert "error #1: unexpected_message: message outside" in out
+    assert "drop" not in out
+    assert probe.evidence.close_code is None  # no invented 1006
+    assert (len(tally.drops), len(tally.errors)) == (0, 1)
+    assert "errors by kind: unexpected_message x1" in tally.summary(1.0)
