@@ -392,6 +392,10 @@ class LoadStats:
     drop_details: list[str] = field(default_factory=list)
     min_heartbeats: int | None = None
     measuring: bool = False  # lateness is recorded once every client is open (steady state)
+    # Pong-answering clients start answering (and so become subject to the server's pong
+    # timeout) once the whole crowd is open: while one Python process opens thousands of
+    # sockets its event loop lags by seconds, which real, separate clients would not.
+    all_open: bool = False
 
     def lateness(self) -> list[float]:
         """How far each heartbeat came after the interval (0 when on time)."""
@@ -449,7 +453,7 @@ async def _hold(ws: ClientConnection, stats: LoadStats, stop: asyncio.Event,
                 stats.gaps.append(now - last)
                 stats.transit.append(max(0.0, time.time() - float(message["timestamp"])))
             last = now
-            if answer_pongs:
+            if answer_pongs and stats.all_open:
                 await ws.send(b'{"type":"pong","ping_number":%d}' % message["ping_number"],
                               text=True)
                 stats.pongs_sent += 1
@@ -466,8 +470,8 @@ async def crowd(url: str, count: int, hold: float, stats: LoadStats, *,
                 sample_every: float = 1.0) -> None:
     """Open ``count`` /ws/health clients, hold them ``hold`` seconds, close them with 1000.
 
-    Every ``pong_every``-th client answers heartbeats (so the server's pong timeout is in
-    play for them); the others behave like wscat. ``samples`` is called every
+    Every ``pong_every``-th client answers heartbeats once all are open (so the server's pong
+    timeout is in play for them); the others behave like wscat. ``samples`` is called every
     ``sample_every`` seconds while held (RSS readings), ``on_held`` once all are open.
     """
     gate = asyncio.Semaphore(concurrency)
@@ -491,6 +495,7 @@ async def crowd(url: str, count: int, hold: float, stats: LoadStats, *,
     stop = asyncio.Event()
     holders = [asyncio.create_task(_hold(ws, stats, stop, pong_every > 0 and i % pong_every == 0))
                for i, ws in enumerate(sockets)]
+    stats.all_open = True
     if on_held is not None:
         on_held()
     held_at = time.monotonic()
