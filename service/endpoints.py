@@ -73,6 +73,8 @@ def _parse(session: Session, text: str) -> Envelope | Error:
         return _invalid(session, exc)
     except msgspec.DecodeError as exc:
         return _error(session, "invalid_json", str(exc))
+    except RecursionError:  # msgspec's decoder recurses: ~1,000 nested arrays fit in 4 KiB
+        return _error(session, "invalid_json", "JSON nested too deeply")
 
 
 def _count_pong(session: Session, text: str) -> Error | None:
@@ -81,6 +83,8 @@ def _count_pong(session: Session, text: str) -> Error | None:
         _pong.decode(text)
     except msgspec.ValidationError as exc:
         return _invalid(session, exc)
+    except RecursionError:
+        return _error(session, "invalid_json", "JSON nested too deeply")
     session.record_pong()
     return None
 
@@ -172,6 +176,8 @@ class HealthEndpoint:
             return _invalid(session, exc)
         except msgspec.DecodeError as exc:
             return _error(session, "invalid_json", str(exc))
+        except RecursionError:
+            return _error(session, "invalid_json", "JSON nested too deeply")
         if isinstance(request, GetStatus):
             return HealthStatus(
                 status="healthy", connection_age_seconds=round(session.age, 3),
