@@ -1,10 +1,9 @@
 """nginx in front of a benchmark backend, from the project's own nginx role template.
 
-The site file is rendered from ``infra/roles/nginx/templates/ws-kit.conf.j2`` with the role's
-defaults, the upstream pointed at the backend and the listen port on 127.0.0.1; when that
-template is missing or does not render, an equivalent minimal site with the same WebSocket
-directives is used instead (the run's JSON says which). nginx runs from a temporary prefix,
-one worker, pinned to the servers' core.
+The site file is the deployment's (``tests.nginx_site``: the role template, its defaults, and
+``proxy_read_timeout`` from the rule in ``playbooks/group_vars/all.yml`` for the service's
+default 30 s / 10 s heartbeat) with the upstream pointed at the backend. nginx runs from a
+temporary prefix, one worker, pinned to the servers' core.
 """
 
 from __future__ import annotations
@@ -13,39 +12,11 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from bench.servers import free_port, pinned, wait_for_port
+from tests import nginx_site
 
-ROOT = Path(__file__).resolve().parent.parent
-ROLE = ROOT / "infra" / "roles" / "nginx"
-TEMPLATE = ROLE / "templates" / "ws-kit.conf.j2"
 NGINX = "/usr/sbin/nginx"
-
-FALLBACK_SITE = """\
-map $http_upgrade $connection_upgrade {{
-    default upgrade;
-    ''      '';
-}}
-upstream ws_kit_api {{
-    server 127.0.0.1:{backend};
-    keepalive 16;
-}}
-server {{
-    listen 127.0.0.1:{listen};
-    proxy_http_version 1.1;
-    proxy_read_timeout {read_timeout}s;
-    proxy_send_timeout {read_timeout}s;
-    proxy_buffering off;
-    proxy_set_header Host $host;
-    proxy_set_header Upgrade $http_upgrade;
-    proxy_set_header Connection $connection_upgrade;
-    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    location / {{
-        proxy_pass http://ws_kit_api;
-    }}
-}}
-"""
 
 MAIN_CONF = """\
 worker_processes 1;
@@ -70,36 +41,6 @@ def available() -> bool:
     return Path(NGINX).exists() or shutil.which("nginx") is not None
 
 
-def _read_timeout(interval: float = 30.0, timeout: float = 10.0) -> int:
-    """The deployment's rule (playbooks/group_vars/all.yml): interval + timeout + margin."""
-    return int(interval + timeout + max(5.0, interval / 2))
-
-
-def render_role_site(backend: int, listen: int) -> str:
-    """Render the nginx role's site template for one backend; raises if it cannot."""
-    import jinja2  # noqa: PLC0415 - only needed for the nginx rows
-    import yaml  # noqa: PLC0415
-
-    variables: dict[str, Any] = {}
-    defaults = ROLE / "defaults" / "main.yml"
-    if defaults.exists():
-        variables.update(yaml.safe_load(defaults.read_text()) or {})
-    read_timeout = _read_timeout()
-    variables.update(
-        ansible_managed="rendered by bench/nginx.py for a benchmark run",
-        nginx_upstream_group="api", groups={"api": ["bench-backend"]},
-        hostvars={"bench-backend": {"api_advertise_address": "127.0.0.1", "api_port": backend}},
-        nginx_listen_address="127.0.0.1", nginx_listen_port=listen, nginx_tls_enabled=False,
-        ws_ping_interval=30, ws_ping_timeout=10, ws_proxy_read_timeout=read_timeout,
-        ws_proxy_send_timeout=read_timeout, ws_proxy_read_timeout_min=read_timeout,
-    )
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
-    env.filters["comment"] = lambda text: "\n".join(f"# {line}" for line in str(text).splitlines())
-    rendered = env.from_string(TEMPLATE.read_text()).render(**variables)
-    # The role's defaults are Jinja too (e.g. nginx_tls_dir); a second pass resolves them.
-    return env.from_string(rendered).render(**variables) if "{{" in rendered else rendered
-
-
 class Nginx:
     """One nginx in front of ``backend`` on a free 127.0.0.1 port."""
 
@@ -107,28 +48,14 @@ class Nginx:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
         (self.dir / "tmp").mkdir()
-        try:
-            site = render_role_site(backend, self.port)
-            self.source = "infra/roles/nginx/templates/ws-kit.conf.j2 (rendered)"
-        except Exception as exc:  # missing or unusable template: the equivalent minimal site
-            site = FALLBACK_SITE.format(backend=backend, listen=self.port,
-                                        read_timeout=_read_timeout())
-            self.source = f"minimal equivalent site (role template unusable: {exc!s:.120})"
-        (self.dir / "site.conf").write_text(site)
+        (self.dir / "site.conf").write_text(
+            nginx_site.render_site(self.port, backend, note="a benchmark run")
+        )
+        self.source = f"{nginx_site.SOURCE} (rendered)"
         (self.dir / "nginx.conf").write_text(MAIN_CONF.format(prefix=self.dir))
         binary = NGINX if Path(NGINX).exists() else (shutil.which("nginx") or NGINX)
         argv = [binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
                 "-g", "daemon off;"]
-        check = subprocess.run(  # noqa: S603 - fixed argv
-            [*argv[:-2], "-t"], capture_output=True, text=True, check=False
-        )
-        if check.returncode != 0 and "minimal" not in self.source:
-            site = FALLBACK_SITE.format(backend=backend, listen=self.port,
-                                        read_timeout=_read_timeout())
-            (self.dir / "site.conf").write_text(site)
-            self.source = (
-                f"minimal equivalent site (role site failed nginx -t: {check.stderr[-200:]})"
-            )
         with (self.dir / "out.log").open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
                 pinned(argv, core), stdout=log, stderr=subprocess.STDOUT)

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests import nginx_site
+
 REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-ROLE_TEMPLATE = REPO / "infra" / "roles" / "nginx" / "templates" / "ws-kit.conf.j2"
 LOOPBACK = "127.0.0.1"
 
 FIGURES = REPO / "reports" / "reliability-figures.jsonl"
@@ -109,11 +109,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 def proxy_read_timeout(interval: float, timeout: float, margin: float | None = None) -> int:
     """nginx's proxy_read_timeout for a heartbeat interval, in whole seconds.
 
-    The deployment's rule (playbooks/group_vars/all.yml): interval + timeout + margin, margin
-    ``max(5, interval / 2)``, rounded up. ``margin`` overrides it for short test runs.
+    By default the deployment's rule itself (``tests.nginx_site``). ``margin`` replaces the
+    rule's margin for short CI runs, so the proxy cuts a silent connection sooner.
     """
     if margin is None:
-        margin = max(5.0, interval / 2)
+        return nginx_site.proxy_read_timeout(interval, timeout)
     return math.ceil(interval + timeout + margin)
 
 
@@ -203,64 +203,12 @@ http {{
 }}
 """
 
-# Only used when the role template is absent: the same WebSocket directives as the role.
-FALLBACK_SITE = """\
-map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
-server {{
-    listen 127.0.0.1:{port};
-    proxy_http_version 1.1;
-    proxy_read_timeout {read_timeout}s;
-    proxy_send_timeout {read_timeout}s;
-    proxy_buffering off;
-    proxy_set_header Host $host;
-    proxy_set_header Upgrade $http_upgrade;
-    proxy_set_header Connection $connection_upgrade;
-    location / {{ proxy_pass http://127.0.0.1:{backend}; }}
-}}
-"""
-
-
-def _comment(text: str) -> str:
-    return "\n".join(f"# {line}" if line else "#" for line in str(text).splitlines())
-
-
 def render_site(port: int, backend: int, read_timeout: int, interval: float,
                 timeout: float) -> tuple[str, str]:
-    """The nginx site file and where it came from ("role template" or "fallback").
-
-    The role template (infra/roles/nginx/templates/ws-kit.conf.j2) is rendered with jinja2
-    and StrictUndefined, with the variables Ansible would pass for one api host on
-    127.0.0.1:``backend``; a variable the template starts to need makes this fail loudly.
-    """
-    if not ROLE_TEMPLATE.is_file():
-        site = FALLBACK_SITE.format(port=port, backend=backend, read_timeout=read_timeout)
-        return site, "fallback (role template absent)"
-    env = jinja2.Environment(  # noqa: S701 - renders an nginx config, not HTML
-        loader=jinja2.FileSystemLoader(str(ROLE_TEMPLATE.parent)),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-    )
-    env.filters["comment"] = _comment
-    variables: dict[str, Any] = {
-        "ansible_managed": "rendered by tests/reliability for a 127.0.0.1 test run",
-        "nginx_upstream_group": "api",
-        "nginx_upstream_name": "ws_kit_api",
-        "nginx_upstream_keepalive": 16,
-        "groups": {"api": ["api-1"]},
-        "hostvars": {"api-1": {"api_advertise_address": LOOPBACK, "api_port": backend}},
-        "nginx_listen_address": LOOPBACK,
-        "nginx_listen_port": port,
-        "nginx_tls_enabled": False,
-        "nginx_server_name": "_",
-        "nginx_proxy_connect_timeout": 5,
-        "ws_proxy_read_timeout": read_timeout,
-        "ws_proxy_send_timeout": read_timeout,
-        "ws_ping_interval": interval,
-        "ws_ping_timeout": timeout,
-        "ws_proxy_read_timeout_min": proxy_read_timeout(interval, timeout),
-        "nginx_ws_locations": ["/ws", "/ws/echo", "/ws/health"],
-        "nginx_http_locations": ["/health"],
-    }
-    return env.get_template(ROLE_TEMPLATE.name).render(**variables), "role template"
+    """The nginx role's site file for one api host on 127.0.0.1:``backend``, and its source."""
+    site = nginx_site.render_site(port, backend, interval=interval, timeout=timeout,
+                                  read_timeout=read_timeout, note="tests/reliability")
+    return site, nginx_site.SOURCE
 
 
 def free_port() -> int:
