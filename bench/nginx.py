@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.servers import free_port, pinned, wait_for_port
+from bench.servers import free_port, pinned, terminate, wait_for_port
 from tests import nginx_site
 
 NGINX = "/usr/sbin/nginx"
@@ -65,11 +65,5 @@ class Nginx:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
