@@ -20,6 +20,7 @@ from granian.log import LogLevels
 from granian.server.embed import Server
 
 from service.app import create_app
+from service.control import serve_control
 from service.registry import Registry
 from service.session import GOING_AWAY
 from service.settings import Settings, SettingsError, load_settings
@@ -65,6 +66,15 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    control = None
+    if settings.ws_control_socket:
+        try:
+            control = await serve_control(settings.ws_control_socket, registry)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot listen on WS_CONTROL_SOCKET={settings.ws_control_socket}: "
+                f"{exc.strerror or exc}"
+            ) from None
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())
     ready = asyncio.create_task(_announce_ready(settings))
@@ -75,10 +85,13 @@ async def serve(settings: Settings) -> None:
         serving.result()
         return
     open_count = len(registry)
+    logger.info("draining: new handshakes get 503, %d connection(s) get 1001", open_count)
     left = await registry.close_all(
         GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout
     )
     logger.info("shutdown: closed %d connection(s) with 1001, %d did not finish", open_count, left)
+    if control is not None:
+        control.close()
     server.stop()  # type: ignore[no-untyped-call]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(serving, settings.ws_shutdown_timeout)
@@ -95,7 +108,11 @@ def main() -> None:
     except SettingsError as exc:
         print(f"ws-service: {exc}", file=sys.stderr)
         sys.exit(2)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SettingsError as exc:
+        print(f"ws-service: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from litestar import Litestar, Request, WebSocket, get, websocket
+from litestar import Litestar, Request, Response, WebSocket, get, websocket
 from litestar.datastructures import State
 
 from service.diagnostics import configure_logging
@@ -31,11 +31,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return websocket(endpoint.path, name=endpoint.path)(handler)
 
     @get("/health", sync_to_thread=False)
-    def health(request: Request[Any, Any, Any]) -> HealthResponse:
-        return HealthResponse(
-            status="ok", server_time=time.time(), connections=len(registry),
-            config=health_config,
+    def health(request: Request[Any, Any, Any]) -> Response[HealthResponse]:
+        # 503 while draining: a proxy or load balancer stops sending new clients here.
+        draining = registry.closing
+        body = HealthResponse(
+            status="draining" if draining else "ok", server_time=time.time(),
+            connections=len(registry), config=health_config,
         )
+        return Response(body, status_code=503 if draining else 200)
 
     return Litestar(
         route_handlers=[
@@ -44,9 +47,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ws_route(HealthEndpoint(settings)),
             ws_route(WsEndpoint()),
         ],
-        middleware=[handshake_middleware(settings)],
+        middleware=[handshake_middleware(settings, registry)],
         state=State({"settings": settings, "registry": registry}),
         openapi_config=None,
         logging_config=None,
-        signature_namespace={"WebSocket": WebSocket, "Request": Request, "Any": Any},
+        signature_namespace={
+            "WebSocket": WebSocket, "Request": Request, "Response": Response, "Any": Any,
+        },
     )

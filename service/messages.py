@@ -141,9 +141,9 @@ SERVER_MESSAGES: dict[str, Any] = {
 
 
 class HealthResponse(msgspec.Struct, kw_only=True):
-    """Body of HTTP ``GET /health``."""
+    """Body of HTTP ``GET /health``: 200 ``ok``, or 503 ``draining`` once shutdown has begun."""
 
-    status: Literal["ok"]
+    status: Literal["ok", "draining"]
     server_time: float
     connections: int
     config: PingConfig

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from service.session import GOING_AWAY
+
 if TYPE_CHECKING:
     from service.session import Session
 
@@ -27,6 +29,16 @@ class Registry:
         self._sessions.discard(session)
         if not self._sessions:
             self._empty.set()
+
+    def shed(self, count: int, reason: str) -> int:
+        """Ask up to ``count`` sessions, the newest first, to reconnect elsewhere (1001)."""
+        if self.closing:
+            return 0
+        open_ = [session for session in self._sessions if not session.closing]
+        newest = sorted(open_, key=lambda s: s.opened_at, reverse=True)[:count]
+        for session in newest:
+            session.request_close(GOING_AWAY, reason)
+        return len(newest)
 
     async def close_all(self, code: int, reason: str, timeout: float) -> int:
         """Ask every session to close with ``code``; wait up to ``timeout`` for them to finish.

@@ -1,10 +1,13 @@
-"""Handshake checks run before a WebSocket is accepted: Origin, bearer token, connection cap.
+"""Handshake checks run before a WebSocket is accepted: Origin, bearer token, cap, draining.
 
 Litestar's CORS and CSRF middleware do not look at WebSockets, and browsers send cookies with
 cross-site WebSocket handshakes, so the Origin check (against cross-site WebSocket hijacking)
 is this middleware's job. It answers with a real HTTP status (403, or 401 with
 ``WWW-Authenticate``) through the ASGI WebSocket denial-response extension, which Granian
 supports; a server without it gets a pre-accept close, which it turns into 403.
+
+Once shutdown has begun, new handshakes get 503: nginx's ``proxy_next_upstream http_503``
+retries them on another backend, so a rolling restart costs a reconnecting client nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from litestar.types import (
 )
 
 from service.diagnostics import log_event
+from service.registry import Registry
 from service.settings import Settings
 
 _DENIAL = "websocket.http.response"
@@ -35,7 +39,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def handshake_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
+def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[ASGIApp], ASGIApp]:
     allowed = frozenset(settings.allowed_origins)
     token = settings.ws_auth_token.encode() if settings.ws_auth_token else None
 
@@ -66,6 +70,8 @@ def handshake_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
                 await app(scope, receive, send)
                 return
             refusal = check(scope)
+            if refusal is None and registry.closing:
+                refusal = 503, "draining", "server shutting down; retry on another backend\n"
             if refusal is None and cap and active >= cap:
                 refusal = 503, "connection cap reached", f"WS_MAX_CONNECTIONS={cap} reached\n"
             if refusal is None:

@@ -10,7 +10,13 @@ Granian shapes this module (see docs/design.md):
   :meth:`Session.request_close` and is sent by :meth:`Session.run` after the receive loop has
   been cancelled;
 * a close reason over 123 bytes loses the close frame (the client sees 1006), so reasons are
-  truncated.
+  truncated;
+* it has no write timeout: a peer that stops reading pins its socket even after the app has
+  returned, so a server close that cannot be delivered shuts the TCP connection down
+  (:mod:`service.transport`);
+* its ``websocket.disconnect`` carries 1005 alike for a close frame without a status, a dropped
+  TCP connection and a protocol error, and never the client's close reason, so such a close is
+  logged as ``closed_by: unknown``, not as the client's choice.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import msgspec
 
 from service.diagnostics import log_event
 from service.messages import Heartbeat
+from service.transport import shutdown_connection
 
 if TYPE_CHECKING:
     from litestar import WebSocket
@@ -74,8 +81,8 @@ class Endpoint(Protocol):
 
 class _Close(msgspec.Struct, frozen=True):
     code: int
-    reason: str
-    by: str  # "client" or "server"
+    reason: str | None  # None: the client's reason is not known (Granian does not pass it on)
+    by: str  # "server", "client" (a close frame with a status) or "unknown" (1005)
     send_frame: bool = True
 
 
@@ -107,15 +114,21 @@ class Session:
         return time.monotonic() - self.opened_at
 
     @property
+    def closing(self) -> bool:
+        return self._closed.done()
+
+    @property
     def pong_aware(self) -> bool:
         """A client that has answered a heartbeat once is expected to keep answering them."""
         return self.pong_count > 0
 
-    def request_close(self, code: int, reason: str, *, by: str = "server",
+    def request_close(self, code: int, reason: str | None, *, by: str = "server",
                       send_frame: bool = True) -> None:
         """Ask ``run`` to end the connection; the first request wins."""
         if not self._closed.done():
-            self._closed.set_result(_Close(code, truncate_reason(reason), by, send_frame))
+            if reason is not None:
+                reason = truncate_reason(reason)
+            self._closed.set_result(_Close(code, reason, by, send_frame))
 
     def record_pong(self) -> None:
         self.pong_count += 1
@@ -140,7 +153,7 @@ class Session:
             async with self._send_lock:
                 await self.socket.send(event)
         except Exception:  # the transport is gone; the receive loop reports how
-            self.request_close(ABNORMAL, "send failed: connection lost", by="client",
+            self.request_close(ABNORMAL, "send failed: connection lost", by="unknown",
                                send_frame=False)
             return False
         finally:
@@ -186,16 +199,31 @@ class Session:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.request_close(GOING_AWAY, "server shutting down")  # cancelled from outside
             close = self._closed.result()
-            if close.by == "server" and close.send_frame:
-                limit = self.settings.send_timeout
-                if self.registry.closing:  # stay inside the shutdown's own deadline
-                    limit = min(limit, self.settings.ws_shutdown_timeout)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(socket.close(close.code, close.reason), limit)
+            released = None
+            if close.by == "server":
+                delivered = False
+                if close.send_frame:
+                    limit = self.settings.send_timeout
+                    if self.registry.closing:  # leave the shutdown time to release the socket
+                        limit = min(limit, self.settings.ws_shutdown_timeout / 2)
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(socket.close(close.code, close.reason or ""), limit)
+                        delivered = True
+                if not delivered and client is not None:
+                    # Until its socket is really gone the peer still counts as open.
+                    released = await asyncio.to_thread(
+                        shutdown_connection, self.settings.port, (client.host, client.port)
+                    )
             self.registry.discard(self)
+            extra: dict[str, object] = {} if released is None else {"tcp": released}
+            if close.by == "unknown" and close.code == NO_STATUS:
+                extra["detail"] = (
+                    "no status code: a close frame without one, a dropped TCP connection "
+                    "or a protocol error (Granian reports all three alike)"
+                )
             log_event(
                 "close", endpoint=self.endpoint.path, client_id=self.client_id,
-                code=close.code, reason=close.reason, closed_by=close.by,
+                code=close.code, reason=close.reason, closed_by=close.by, **extra,
                 duration_s=round(self.age, 3), messages_in=self.messages_in,
                 messages_out=self.messages_out, heartbeats_sent=self.ping_count,
                 pongs_received=self.pong_count,
@@ -212,8 +240,9 @@ class Session:
             event = await receive()
             if event["type"] == "websocket.disconnect":
                 gone = cast("dict[str, Any]", event)
-                self.request_close(gone.get("code", NO_STATUS), gone.get("reason") or "",
-                                   by="client")
+                code = gone.get("code") or NO_STATUS
+                self.request_close(code, gone.get("reason") or None,
+                                   by="unknown" if code == NO_STATUS else "client")
                 return
             received_at = time.time()
             self.last_received = now = time.monotonic()

@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     ws_rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 0.0
     ws_rate_burst: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     ws_shutdown_timeout: _Seconds = 5.0
+    ws_control_socket: Annotated[str, msgspec.Meta(pattern=r"^(/\S+)?$")] = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     def __post_init__(self) -> None:
@@ -96,6 +97,7 @@ ACCEPTS: dict[str, str] = {
     "WS_RATE_LIMIT": "messages per second per connection, a number >= 0; 0 turns it off",
     "WS_RATE_BURST": "an integer >= 0; 0 means one second's worth of WS_RATE_LIMIT",
     "WS_SHUTDOWN_TIMEOUT": "seconds to wait for clients to close on shutdown, >= 0.05",
+    "WS_CONTROL_SOCKET": "an absolute path for the control socket (status, shed N); empty: none",
     "LOG_LEVEL": "one of debug, info, warning, error",
 }
 _LIST_VARS = frozenset({"ALLOWED_ORIGINS"})
