@@ -15,12 +15,14 @@ import signal
 import socket
 import sys
 
-from granian.constants import Interfaces
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server.embed import Server
 
 from service.app import create_app
 from service.control import serve_control
+from service.limits import memory_bound
 from service.registry import Registry
 from service.session import GOING_AWAY
 from service.settings import Settings, SettingsError, load_settings
@@ -51,6 +53,7 @@ async def _announce_ready(settings: Settings) -> None:
             await asyncio.sleep(0.02)
             continue
         writer.close()
+        logger.info("%s", memory_bound(settings))
         logger.info("ready: serving on http://%s:%d", settings.host, settings.port)
         return
 
@@ -58,8 +61,17 @@ async def _announce_ready(settings: Settings) -> None:
 async def serve(settings: Settings) -> None:
     app = create_app(settings)
     registry: Registry = app.state["registry"]
+    # The accept path (docs/design.md): Granian holds one of `backpressure` slots for every
+    # connection that has not finished a request (WebSockets leave the pool once upgraded),
+    # and only its HTTP/1 mode times out a connection that sends nothing; `auto` mode's
+    # HTTP/2 sniffing waits forever, so 128 silent sockets used to lock everyone out.
     server = Server(
         app, address=settings.host, port=settings.port, interface=Interfaces.ASGI,
+        http=HTTPModes.http1, backlog=settings.listen_backlog,
+        backpressure=settings.http_max_connections,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(settings.http_header_timeout * 1000))
+        ),
         log_level=LogLevels(settings.log_level), log_access=False,
     )
     loop = asyncio.get_running_loop()

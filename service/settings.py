@@ -35,6 +35,9 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     ws_rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 0.0
     ws_rate_burst: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     ws_shutdown_timeout: _Seconds = 5.0
+    listen_backlog: Annotated[int, msgspec.Meta(ge=128, le=65535)] = 1024
+    http_max_connections: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 1024
+    http_header_timeout: _Seconds = 10.0
     ws_control_socket: Annotated[str, msgspec.Meta(pattern=r"^(/\S+)?$")] = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -97,6 +100,12 @@ ACCEPTS: dict[str, str] = {
     "WS_RATE_LIMIT": "messages per second per connection, a number >= 0; 0 turns it off",
     "WS_RATE_BURST": "an integer >= 0; 0 means one second's worth of WS_RATE_LIMIT",
     "WS_SHUTDOWN_TIMEOUT": "seconds to wait for clients to close on shutdown, >= 0.05",
+    "LISTEN_BACKLOG": "an integer from 128 to 65535 (the kernel's accept queue)",
+    "HTTP_MAX_CONNECTIONS": (
+        "an integer from 16 to 1000000: connections still sending their request or idle "
+        "between requests (upgraded WebSockets are not counted)"
+    ),
+    "HTTP_HEADER_TIMEOUT": "seconds a connection may take to send its request headers, >= 0.05",
     "WS_CONTROL_SOCKET": "an absolute path for the control socket (status, shed N); empty: none",
     "LOG_LEVEL": "one of debug, info, warning, error",
 }

@@ -7,6 +7,7 @@ finish a request, closes that carry no status.
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 
@@ -115,3 +116,69 @@ def test_close_log_says_who_closed_and_never_invents_the_clients_choice(
     if logged["closed_by"] == "unknown":
         assert "no status code" in event["detail"], event
         assert event["reason"] is None  # not known, and not pretended to be ""
+
+
+def _open_silent(port: int, count: int, first_bytes: bytes = b"") -> list[socket.socket]:
+    """``count`` connections that send ``first_bytes`` (maybe nothing) and then go quiet."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if first_bytes:
+            sock.sendall(first_bytes)
+        sockets.append(sock)
+    return sockets
+
+
+def _welcome_and_health(service: ServiceProcess) -> float:
+    """Seconds until a real client got its welcome and /health answered."""
+    started = time.monotonic()
+    with RawWebSocket(service.port, timeout=5) as ws:
+        assert ws.handshake("/ws/echo") == 101
+        outcome = ws.outcome(timeout=5)
+        assert outcome.message is not None
+        assert outcome.message["type"] == "welcome"
+    assert json.loads(_get(service, "/health"))["status"] == "ok"
+    return time.monotonic() - started
+
+
+def test_silent_and_half_request_sockets_do_not_lock_anyone_out(
+    start_service: StartService,
+) -> None:
+    """300 silent + 100 half-request sockets: 128 of them used to block every new client."""
+    service = start_service()
+    idle = _open_silent(service.port, 300)
+    half = _open_silent(service.port, 100, b"GET /ws/echo HT")
+    try:
+        assert _welcome_and_health(service) < 1.0
+    finally:
+        for sock in idle + half:
+            sock.close()
+
+
+def test_header_timeout_reaps_silent_sockets_beyond_the_connection_pool(
+    start_service: StartService,
+) -> None:
+    """More silent sockets than HTTP_MAX_CONNECTIONS: each is closed after HTTP_HEADER_TIMEOUT,
+    so the accept queue moves a pool's worth per timeout and a new client behind them waits
+    about ceil(silent / pool) timeouts: bounded, never forever (it used to be forever)."""
+    header_timeout, pool = 1.0, 16
+    service = start_service(HTTP_MAX_CONNECTIONS=str(pool),
+                            HTTP_HEADER_TIMEOUT=str(header_timeout))
+    silent = _open_silent(service.port, 40) + _open_silent(service.port, 10, b"GET / HTT")
+    try:
+        waited = _welcome_and_health(service)
+        rounds = math.ceil(len(silent) / pool)
+        assert waited < rounds * header_timeout + 1.5, f"a new client waited {waited:.2f}s"
+        # Every silent socket was closed by the server (EOF), none left hanging.
+        closed = 0
+        for sock in silent:
+            sock.settimeout(header_timeout * 3 + 5)
+            try:
+                data = sock.recv(1024)
+            except ConnectionResetError:
+                data = b""
+            closed += data == b""
+        assert closed == len(silent)
+    finally:
+        for sock in silent:
+            sock.close()
