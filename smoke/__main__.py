@@ -80,7 +80,10 @@ def watch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ws-smoke watch",
         description="Stay connected to /ws/health, reconnect with back-off after every drop and "
-                    "log it (code, reason, age, heartbeats); print a summary on Ctrl-C/SIGTERM.",
+                    "log it (code, reason, age, heartbeats, gap until back); print a summary "
+                    "on Ctrl-C/SIGTERM.",
+        epilog="exit status: 0 no drop or error, or only 1001 drops each back within "
+               "--max-gap; 1 any other drop, an error or a longer gap; 2 never connected",
     )
     _common(p)
     p.add_argument("--duration", type=_positive, metavar="S",
@@ -90,6 +93,15 @@ def watch_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=5.0, metavar="S",
                    help="a connection with no message for ping_interval + this many seconds "
                         "is reported as stalled and reconnected (default 5)")
+    p.add_argument("--jitter", type=_positive, default=1.0, metavar="S",
+                   help="after a 1001 Going Away (backend draining), first retry after "
+                        "uniform(0, S) seconds, doubling on failed attempts (default 1)")
+    p.add_argument("--max-gap", type=_positive, default=5.0, metavar="S",
+                   help="a 1001 followed by a reconnect within S seconds is not a failure "
+                        "(default 5)")
+    p.add_argument("--json", type=Path, metavar="FILE",
+                   help="write a JSON report at exit: drops with close code, age and gap, "
+                        "failed attempts with HTTP statuses, errors")
     return p
 
 
@@ -146,7 +158,8 @@ def _watch(argv: Sequence[str]) -> int:
         print(f"ws-smoke watch: error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return asyncio.run(watch(target, options, duration=args.duration,
-                             max_backoff=args.max_backoff))
+                             max_backoff=args.max_backoff, jitter=args.jitter,
+                             max_gap=args.max_gap, json_path=args.json))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
