@@ -273,7 +273,8 @@ def _finding(result: CheckResult, ctx: Context) -> Diagnosis | None:
     if result.name == "mixed_content":
         return Diagnosis(
             code="mixed_content",
-            cause=f"Mixed content: {result.detail}; browsers block ws:// from https pages",
+            cause=f"Mixed content: {result.detail}; browsers block ws:// from https pages "
+                  "unless the host is loopback (localhost, 127.0.0.0/8, [::1])",
             next_step="Set WS_PUBLIC_URL=wss://HOST/ws (and PUBLIC_BASE_URL=https://HOST), "
                       "with TLS terminated at the proxy",
             checks=[name])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from service.messages import Echo, Heartbeat, WsEcho
-from smoke.checks import Suite
+from smoke.checks import Suite, mixed_content
 from smoke.model import Report
 from smoke.probe import Probe
 from smoke.runner import run_checks
@@ -291,7 +291,64 @@ def test_mixed_content_https_page_with_ws_public_url(workdir: Path, tmp_path: Pa
     assert "ws_public_url=ws://app.example.invalid/ws is ws://" in diagnosis["cause"]
     assert "https://app.example.invalid" in diagnosis["cause"]
     assert "WS_PUBLIC_URL=wss://" in diagnosis["next_step"]
+    assert "unless the host is loopback" in diagnosis["cause"]
     assert run.codes == ["mixed_content"]
+
+
+@pytest.mark.parametrize("ws_public_url", ["ws://localhost:9410/ws", "ws://[::1]:9410/ws"])
+def test_mixed_content_https_page_with_loopback_ws_public_url(
+        workdir: Path, tmp_path: Path, ws_public_url: str) -> None:
+    """Browsers let an https page open ws:// on loopback (a potentially trustworthy origin):
+    ws-smoke passes it and says why (tests/test_browser.py checks this in Chromium)."""
+    service = launch_service(workdir, PUBLIC_BASE_URL="https://app.example.invalid",
+                            WS_PUBLIC_URL=ws_public_url)
+    try:
+        run = run_smoke(tmp_path, service.url, "--quick")
+    finally:
+        stop(service.proc)
+    assert run.code == 0, run.out
+    result = run.result("mixed_content")
+    assert result["status"] == "pass"
+    host = ws_public_url.split("//")[1].rsplit(":", 1)[0].strip("[]")
+    assert f"is ws:// while public_base_url https://app.example.invalid is https, but {host} " \
+        "is loopback" in result["detail"]
+    assert "potentially trustworthy" in result["detail"]
+    assert "mixed_content" not in run.codes
+
+
+@pytest.mark.parametrize(("ws_url", "page_url", "status"), [
+    # Potentially trustworthy (W3C Secure Contexts): loopback names and addresses.
+    ("ws://localhost/ws", "https://app.example", "pass"),
+    ("ws://LOCALHOST.:9000/ws", "https://app.example", "pass"),
+    ("ws://app.localhost:9000/ws", "https://app.example", "pass"),
+    ("ws://127.0.0.1:9000/ws", "https://app.example", "pass"),
+    ("ws://127.255.255.254/ws", "https://app.example", "pass"),
+    ("ws://127.1/ws", "https://app.example", "pass"),  # the URL parser's 127.0.0.1
+    ("ws://0x7f.0.0.1/ws", "https://app.example", "pass"),
+    ("ws://[::1]:9000/ws", "https://app.example", "pass"),
+    ("ws://[0:0:0:0:0:0:0:1]/ws", "wss://app.example", "pass"),
+    # Anything else is mixed content (Chromium warns about 0.0.0.0 and ::ffff:127.0.0.1).
+    ("ws://app.example/ws", "https://app.example", "fail"),
+    ("ws://app.example/ws", "wss://app.example", "fail"),
+    ("ws://localhost.example/ws", "https://app.example", "fail"),
+    ("ws://localhost../ws", "https://app.example", "fail"),
+    ("ws://128.0.0.1/ws", "https://app.example", "fail"),
+    ("ws://0.0.0.0/ws", "https://app.example", "fail"),
+    ("ws://[::ffff:127.0.0.1]/ws", "https://app.example", "fail"),
+    ("ws://[::2]/ws", "https://app.example", "fail"),
+    ("ws://10.0.0.1/ws", "https://app.example", "fail"),
+    # Nothing to judge: the page is not https, or the socket is wss://.
+    ("ws://app.example/ws", "http://app.example", None),
+    ("wss://app.example/ws", "https://app.example", None),
+])
+def test_mixed_content_verdict_is_the_browsers(ws_url: str, page_url: str,
+                                               status: str | None) -> None:
+    verdict = mixed_content(ws_url, page_url, f"public_base_url {page_url}")
+    assert (verdict[0] if verdict else None) == status, verdict
+    if verdict is not None:
+        assert verdict[1].startswith(f"ws_public_url={ws_url} is ws:// while public_base_url "
+                                     f"{page_url} is https")
+        assert ("is loopback" in verdict[1]) == (status == "pass")
 
 
 def test_any_origin_deployment_accepts_foreign_origin(workdir: Path, tmp_path: Path) -> None:
