@@ -49,13 +49,17 @@ def proxy_read_timeout(interval: float, timeout: float) -> int:
     return int(variables["ws_proxy_read_timeout_min"])
 
 
-def render_site(listen: int, backend: int, *, interval: float = 30, timeout: float = 10,
-                read_timeout: int | None = None, note: str = "a 127.0.0.1 run") -> str:
+def render_site(listen: int, backend: int | list[int], *, interval: float = 30,
+                timeout: float = 10, read_timeout: int | None = None,
+                note: str = "a 127.0.0.1 run", per_address_limits: bool = False) -> str:
     """The role's site file for one api host on 127.0.0.1:``backend``, listening on ``listen``.
 
-    ``read_timeout`` overrides the rule (a test that wants the proxy to cut sooner); by
-    default it is the rule's value, as in a real deployment.
+    ``backend``: the port of each instance. ``read_timeout`` overrides the rule (a test that
+    wants the proxy to cut sooner); by default it is the rule's value, as in a real deployment.
+    Load tests and benchmarks open thousands of sockets from one address, so the role's
+    per-address limits are off unless ``per_address_limits`` asks for the role's defaults.
     """
+    ports = [backend] if isinstance(backend, int) else backend
     variables: dict[str, Any] = {}
     for path in (ROLE / "defaults" / "main.yml", ROLE / "vars" / "main.yml"):
         variables.update(yaml.safe_load(path.read_text()) or {})
@@ -63,13 +67,16 @@ def render_site(listen: int, backend: int, *, interval: float = 30, timeout: flo
     variables.update(
         ansible_managed=f"rendered by tests/nginx_site.py for {note}",
         groups={variables["nginx_upstream_group"]: ["api-1"]},
-        hostvars={"api-1": {"api_advertise_address": "127.0.0.1", "api_port": backend}},
+        hostvars={"api-1": {"api_advertise_address": "127.0.0.1", "api_instance_ports": ports}},
+        ws_upstream_fail_timeout=yaml.safe_load(GROUP_VARS.read_text())["ws_upstream_fail_timeout"],
         nginx_listen_address="127.0.0.1", nginx_listen_port=listen,
         ws_ping_interval=interval, ws_ping_timeout=timeout,
         ws_proxy_read_timeout_min=minimum,
         ws_proxy_read_timeout=read_timeout or minimum,
         ws_proxy_send_timeout=read_timeout or minimum,
     )
+    if not per_address_limits:
+        variables.update(nginx_limit_conn_per_address=0, nginx_limit_handshake_rate=0)
     _resolve(variables, [name for name in variables if name.startswith("nginx_")])
     variables["nginx_tls_enabled"] = variables["nginx_tls_enabled"] == "True"
     return _env.get_template(TEMPLATE.name).render(**variables)

@@ -10,12 +10,13 @@ import json
 import math
 import socket
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.conftest import ServiceProcess, StartService
-from tests.reliability.harness import fd_count, wait_until
+from tests.reliability.harness import NginxProxy, fd_count, report, wait_until
 from tests.reliability.rawws import CLOSE, TEXT, RawWebSocket, encode_frame
 
 
@@ -78,6 +79,9 @@ def test_dropped_slow_readers_lose_their_sockets_and_descriptors(
     assert wait_until(lambda: fd_count(pid) <= baseline, 5), (
         f"fds {fd_count(pid)} > baseline {baseline}"
     )
+    report("slow_readers", flooders=5, send_timeout_s=send_timeout,
+           sockets_open_after_last_block_s=round(gone_after, 2), fds_baseline=baseline,
+           fds_after=fd_count(pid))
     assert gone_after < send_timeout + 1.0 + 0.5  # blocked_at is after the last flooder blocked
 
 
@@ -149,7 +153,10 @@ def test_silent_and_half_request_sockets_do_not_lock_anyone_out(
     idle = _open_silent(service.port, 300)
     half = _open_silent(service.port, 100, b"GET /ws/echo HT")
     try:
-        assert _welcome_and_health(service) < 1.0
+        waited = _welcome_and_health(service)
+        report("silent_sockets", silent=300, half_request=100,
+               welcome_and_health_s=round(waited, 3))
+        assert waited < 1.0
     finally:
         for sock in idle + half:
             sock.close()
@@ -168,6 +175,8 @@ def test_header_timeout_reaps_silent_sockets_beyond_the_connection_pool(
     try:
         waited = _welcome_and_health(service)
         rounds = math.ceil(len(silent) / pool)
+        report("silent_beyond_pool", silent=len(silent), pool=pool,
+               header_timeout_s=header_timeout, new_client_waited_s=round(waited, 2))
         assert waited < rounds * header_timeout + 1.5, f"a new client waited {waited:.2f}s"
         # Every silent socket was closed by the server (EOF), none left hanging.
         closed = 0
@@ -182,3 +191,38 @@ def test_header_timeout_reaps_silent_sockets_beyond_the_connection_pool(
     finally:
         for sock in silent:
             sock.close()
+
+
+def test_role_limits_cap_what_one_address_can_hold_and_open(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """Through the nginx role's site with its defaults: one address holds at most 32
+    connections (so at most 32 x 64 MiB of Granian's message buffers, docs/reliability.md)
+    and opens WebSockets at 10/s with a burst of 40; past either, 429."""
+    service = start_service()
+    proxy = NginxProxy(tmp_path / "nginx", service.port, read_timeout=60, interval=30,
+                       timeout=10, per_address_limits=True).start()
+    try:
+        held: list[RawWebSocket] = []
+        try:
+            for _ in range(32):
+                ws = RawWebSocket(proxy.port)
+                held.append(ws)
+                assert ws.handshake("/ws") == 101
+            with RawWebSocket(proxy.port) as extra:
+                assert extra.handshake("/ws") == 429
+        finally:
+            for ws in held:
+                ws.close()
+        # The 33 handshakes above were within the burst; spend the rest of it, then over.
+        statuses = []
+        for _ in range(60):
+            with RawWebSocket(proxy.port) as ws:
+                statuses.append(ws.handshake("/ws"))
+        report("per_address_limits", held=32, next_handshake=429,
+               quick_handshakes=len(statuses), refused_429=statuses.count(429))
+        assert statuses.count(429) > 0, statuses
+        assert set(statuses) <= {101, 429}, statuses
+        assert json.loads(_get(service, "/health"))["status"] == "ok"
+    finally:
+        proxy.stop()

@@ -154,3 +154,10 @@ def test_molecule_nginx_role() -> None:
 @pytest.mark.timeout(1500)
 def test_molecule_full_stack() -> None:
     _molecule(ROOT / "infra", "stack")
+
+
+@pytest.mark.molecule
+@pytest.mark.timeout(1500)
+def test_molecule_rolling_redeploy_under_load() -> None:
+    """200 reconnecting clients through nginx while deploy.yml rolls every instance."""
+    _molecule(ROOT / "infra", "rolling")

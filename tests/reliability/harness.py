@@ -204,10 +204,11 @@ http {{
 """
 
 def render_site(port: int, backend: int, read_timeout: int, interval: float,
-                timeout: float) -> tuple[str, str]:
+                timeout: float, *, per_address_limits: bool = False) -> tuple[str, str]:
     """The nginx role's site file for one api host on 127.0.0.1:``backend``, and its source."""
     site = nginx_site.render_site(port, backend, interval=interval, timeout=timeout,
-                                  read_timeout=read_timeout, note="tests/reliability")
+                                  read_timeout=read_timeout, note="tests/reliability",
+                                  per_address_limits=per_address_limits)
     return site, nginx_site.SOURCE
 
 
@@ -233,6 +234,7 @@ class NginxProxy:
     connections: int = 4096
     port: int = field(default_factory=free_port)
     generation: int = 1
+    per_address_limits: bool = False
     source: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
@@ -246,7 +248,8 @@ class NginxProxy:
 
     def _write(self) -> None:
         site, self.source = render_site(self.port, self.backend, self.read_timeout,
-                                        self.interval, self.timeout)
+                                        self.interval, self.timeout,
+                                        per_address_limits=self.per_address_limits)
         (self.folder / "site.conf").write_text(site)
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         (self.folder / "nginx.conf").write_text(MAIN_CONF.format(
