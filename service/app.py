@@ -12,6 +12,7 @@ from service.diagnostics import configure_logging
 from service.endpoints import EchoEndpoint, HealthEndpoint, WsEndpoint, ping_config
 from service.messages import HealthResponse
 from service.registry import Registry
+from service.scheduler import Scheduler
 from service.security import handshake_middleware
 from service.session import Endpoint, Session
 from service.settings import Settings, load_settings
@@ -22,11 +23,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     registry = Registry()
+    # One timer wheel for every connection; its tick bounds heartbeat lateness.
+    scheduler = Scheduler(resolution=max(0.005, min(0.02, settings.ws_ping_interval / 40)))
     health_config = ping_config(settings)
 
     def ws_route(endpoint: Endpoint) -> Any:
         async def handler(socket: WebSocket[Any, Any, Any]) -> None:
-            await Session(socket, endpoint, settings, registry).run()
+            await Session(socket, endpoint, settings, registry, scheduler).run()
 
         return websocket(endpoint.path, name=endpoint.path)(handler)
 
@@ -48,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ws_route(WsEndpoint()),
         ],
         middleware=[handshake_middleware(settings, registry)],
-        state=State({"settings": settings, "registry": registry}),
+        state=State({"settings": settings, "registry": registry, "scheduler": scheduler}),
         openapi_config=None,
         logging_config=None,
         signature_namespace={

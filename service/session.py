@@ -1,16 +1,19 @@
-"""One accepted WebSocket: its identity, counters, heartbeats, timeouts and close.
+"""The thin driver of one accepted WebSocket: ASGI I/O for a :class:`~service.policy.Policy`.
 
-Granian shapes this module (see docs/design.md):
+The rules live in the policy; the timers in the process's :class:`~service.scheduler.Scheduler`.
+This module only moves events and actions between them and Granian, which shapes it
+(docs/design.md):
 
 * it never sends protocol pings and has no idle timeout, so keep-alive is an application
-  ``heartbeat`` message sent by :meth:`Session._heartbeat_loop`;
-* it answers a client's protocol ping only while someone awaits ``receive()``, so a receive
-  loop runs for the whole life of every connection;
-* ``close()`` hangs while another task awaits ``receive()``, so every close goes through
-  :meth:`Session.request_close` and is sent by :meth:`Session.run` after the receive loop has
-  been cancelled;
+  ``heartbeat`` message, sent when the policy says one is due;
+* it answers a client's protocol ping only while someone awaits ``receive()``, so the
+  connection's own task awaits ``receive()`` for its whole life;
+* ``close()`` hangs while a ``receive()`` is pending, so a close requested from outside (the
+  scheduler, a shutdown, a shed) interrupts that task first, and the task itself closes;
 * a close reason over 123 bytes loses the close frame (the client sees 1006), so reasons are
   truncated;
+* sends are serialised by Granian itself (a lock around its sink), so a heartbeat may go out
+  while a reply is being sent, and the reply path takes no lock of ours;
 * it has no write timeout: a peer that stops reading pins its socket even after the app has
   returned, so a server close that cannot be delivered shuts the TCP connection down
   (:mod:`service.transport`);
@@ -24,14 +27,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
 
+from service.codes import CloseCode
 from service.diagnostics import log_event
 from service.messages import Heartbeat
+from service.policy import Beat, Close, Limits, Policy
 from service.transport import shutdown_connection
 
 if TYPE_CHECKING:
@@ -39,20 +45,22 @@ if TYPE_CHECKING:
     from litestar.types import WebSocketReceiveEvent, WebSocketSendEvent
 
     from service.registry import Registry
+    from service.scheduler import Scheduler
     from service.settings import Settings
 
-# RFC 6455 section 7.4.1 close codes this service sends.
-NORMAL = 1000
-GOING_AWAY = 1001
-UNSUPPORTED_DATA = 1003
-NO_STATUS = 1005
-POLICY_VIOLATION = 1008
-ABNORMAL = 1006
-MESSAGE_TOO_BIG = 1009
-INTERNAL_ERROR = 1011
+# Kept for the modules and tests that name them; the values are CloseCode's.
+NORMAL = CloseCode.NORMAL
+GOING_AWAY = CloseCode.GOING_AWAY
+UNSUPPORTED_DATA = CloseCode.UNSUPPORTED_DATA
+NO_STATUS = CloseCode.NO_STATUS
+POLICY_VIOLATION = CloseCode.POLICY_VIOLATION
+ABNORMAL = CloseCode.ABNORMAL
+MESSAGE_TOO_BIG = CloseCode.MESSAGE_TOO_BIG
+INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 
 MAX_REASON_BYTES = 123
 _encode = msgspec.json.Encoder().encode
+_log = logging.getLogger(__name__)
 
 
 def truncate_reason(reason: str) -> str:
@@ -64,6 +72,12 @@ def truncate_reason(reason: str) -> str:
 
 def new_client_id(prefix: str) -> str:
     return f"{prefix}_{time.time_ns() // 1_000_000}_{secrets.randbelow(100_000):05d}"
+
+
+def heartbeat_phase(interval: float) -> float:
+    """A connection's fixed offset on the heartbeat grid: a crowd that connected at once
+    (after a deploy) does not wake at once. Below a tenth of the interval and a second."""
+    return random.uniform(0.0, min(1.0, interval / 10))  # noqa: S311 - spreading, not secrecy
 
 
 class Endpoint(Protocol):
@@ -79,92 +93,123 @@ class Endpoint(Protocol):
     def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None: ...
 
 
-class _Close(msgspec.Struct, frozen=True):
-    code: int
-    reason: str | None  # None: the client's reason is not known (Granian does not pass it on)
-    by: str  # "server", "client" (a close frame with a status) or "unknown" (1005)
-    send_frame: bool = True
-
-
 class Session:
-    """State and lifecycle of one connection; ``run`` owns it from accept to close."""
+    """One connection from accept to close; :meth:`run` is its only task."""
 
     def __init__(
         self, socket: WebSocket[Any, Any, Any], endpoint: Endpoint, settings: Settings,
-        registry: Registry,
+        registry: Registry, scheduler: Scheduler,
     ) -> None:
         self.socket = socket
         self.endpoint = endpoint
         self.settings = settings
         self.registry = registry
+        self.scheduler = scheduler
         self.client_id = new_client_id(endpoint.client_prefix)
-        self.opened_at = time.monotonic()
-        self.last_sent = self.opened_at
-        self.last_received = self.opened_at
-        self.ping_count = 0
-        self.pong_count = 0
+        self.policy = Policy(
+            Limits(
+                interval=settings.ws_ping_interval, ping_timeout=settings.ping_timeout,
+                send_timeout=settings.send_timeout, max_bytes=settings.ws_max_message_bytes,
+                periodic=endpoint.periodic_heartbeat, rate=settings.ws_rate_limit,
+                burst=float(settings.rate_burst),
+            ),
+            now=(opened_at := time.monotonic()),  # the scheduler's clock: time.monotonic
+            phase=heartbeat_phase(settings.ws_ping_interval),
+        )
+        self.opened_at = opened_at
         self.messages_in = 0
         self.messages_out = 0
-        self._send_lock = asyncio.Lock()
-        self._loop = asyncio.get_running_loop()
-        self._closed: asyncio.Future[_Close] = self._loop.create_future()
+        self._task: asyncio.Task[Any] | None = None
+        self._beats: set[asyncio.Task[None]] = set()
+        self._interrupting = False
+
+    # --- what the endpoints and the registry read -----------------------------------------
 
     @property
     def age(self) -> float:
         return time.monotonic() - self.opened_at
 
     @property
-    def closing(self) -> bool:
-        return self._closed.done()
+    def ping_count(self) -> int:
+        return self.policy.ping_count
 
     @property
-    def pong_aware(self) -> bool:
-        """A client that has answered a heartbeat once is expected to keep answering them."""
-        return self.pong_count > 0
+    def pong_count(self) -> int:
+        return self.policy.pong_count
 
-    def request_close(self, code: int, reason: str | None, *, by: str = "server",
-                      send_frame: bool = True) -> None:
-        """Ask ``run`` to end the connection; the first request wins."""
-        if not self._closed.done():
-            if reason is not None:
-                reason = truncate_reason(reason)
-            self._closed.set_result(_Close(code, reason, by, send_frame))
+    @property
+    def closing(self) -> bool:
+        return self.policy.closed is not None
 
     def record_pong(self) -> None:
-        self.pong_count += 1
+        self.policy.pong()
 
-    def _send_expired(self) -> None:
-        self.request_close(
-            ABNORMAL, f"send blocked for {self.settings.send_timeout:g}s: peer not reading",
-            send_frame=False,
-        )
+    # --- requests from outside the connection's task ---------------------------------------
 
-    async def send(self, message: msgspec.Struct) -> bool:
-        """Send one message; a send that blocks past the send timeout drops the peer.
+    def request_close(self, code: int, reason: str, *, send_frame: bool = True) -> None:
+        """Ask the connection to close (shutdown, shed, a deadline); the first request wins."""
+        if self.policy.closed is not None:
+            return
+        self.policy.close(code, truncate_reason(reason), send_frame=send_frame)
+        self._interrupt()
 
-        The deadline is a plain timer that asks ``run`` to cancel us, not ``wait_for``: a task
-        per message cost 15-20% of the service's CPU (docs/benchmarks.md).
-        """
+    def _interrupt(self) -> None:
+        """Cancel the connection's task out of its ``receive()`` (or send), once."""
+        task = self._task
+        if self._interrupting or task is None or task is asyncio.current_task() or task.done():
+            return
+        self._interrupting = True
+        task.cancel(msg="ws-kit close requested")
+
+    # --- the scheduler's callbacks -----------------------------------------------------------
+
+    def on_timer(self, now: float) -> float | None:
+        action = self.policy.due(now)
+        if isinstance(action, Beat):
+            beat = asyncio.get_running_loop().create_task(self._send_beat(action.number))
+            self._beats.add(beat)
+            beat.add_done_callback(self._beats.discard)
+        elif isinstance(action, Close):
+            self._interrupt()
+            return None
+        return self.policy.next_deadline()
+
+    def on_send_check(self, now: float) -> None:
+        if self.policy.send_expired(now) is not None:
+            self._interrupt()
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def send(self, message: msgspec.Struct) -> None:
+        """Send one message; a send blocked past the send timeout drops the peer (the sweep)."""
         event: WebSocketSendEvent = {
             "type": "websocket.send", "bytes": None, "text": _encode(message).decode(),
         }
-        expiry = self._loop.call_later(self.settings.send_timeout, self._send_expired)
+        scheduler = self.scheduler
+        policy = self.policy
+        policy.send_started(scheduler.now)
+        scheduler.sending.add(self)
         try:
-            async with self._send_lock:
-                await self.socket.send(event)
-        except Exception:  # the transport is gone; the receive loop reports how
-            self.request_close(ABNORMAL, "send failed: connection lost", by="unknown",
-                               send_frame=False)
-            return False
+            await self.socket.send(event)
         finally:
-            expiry.cancel()
+            policy.send_finished(scheduler.now)
+            if policy.send_since is None:
+                scheduler.sending.discard(self)
         self.messages_out += 1
-        self.last_sent = time.monotonic()
-        return True
+
+    async def _send_beat(self, number: int) -> None:
+        """A heartbeat goes out from its own short task: the scheduler never waits on a peer."""
+        await self.send(Heartbeat(
+            ping_number=number, timestamp=time.time(),
+            connection_age_seconds=round(self.age, 3), client_id=self.client_id,
+        ))
+
+    # --- the connection's task ------------------------------------------------------------------
 
     async def run(self) -> None:
         socket = self.socket
         await socket.accept()
+        self._task = asyncio.current_task()
         self.registry.add(self)
         headers = socket.headers
         client = socket.client
@@ -173,131 +218,83 @@ class Session:
             origin=headers.get("origin"), peer=f"{client.host}:{client.port}" if client else None,
             forwarded_for=headers.get("x-forwarded-for"),
         )
-        tasks: list[asyncio.Task[None]] = []
         try:
             if self.registry.closing:
-                self.request_close(GOING_AWAY, "server shutting down")
+                self.policy.close(GOING_AWAY, "server shutting down")
             else:
+                self.scheduler.schedule(self, self.policy.next_deadline())
                 greeting = self.endpoint.greeting(self)
                 if greeting is not None:
                     await self.send(greeting)
-                tasks = [
-                    asyncio.create_task(self._receive_loop()),
-                    asyncio.create_task(self._heartbeat_loop()),
-                ]
-                waiters: list[asyncio.Future[Any]] = [self._closed, *tasks]
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                for task in tasks:
-                    if task.done() and not task.cancelled() and task.exception() is not None:
-                        logging.getLogger(__name__).error(
-                            "connection %s failed", self.client_id, exc_info=task.exception()
-                        )
-                        self.request_close(INTERNAL_ERROR, "internal error")
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.request_close(GOING_AWAY, "server shutting down")  # cancelled from outside
-            close = self._closed.result()
-            released = None
-            if close.by == "server":
-                delivered = False
-                if close.send_frame:
-                    limit = self.settings.send_timeout
-                    if self.registry.closing:  # leave the shutdown time to release the socket
-                        limit = min(limit, self.settings.ws_shutdown_timeout / 2)
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(socket.close(close.code, close.reason or ""), limit)
-                        delivered = True
-                if not delivered and client is not None:
-                    # Until its socket is really gone the peer still counts as open.
-                    released = await asyncio.to_thread(
-                        shutdown_connection, self.settings.port, (client.host, client.port)
-                    )
-            self.registry.discard(self)
-            extra: dict[str, object] = {} if released is None else {"tcp": released}
-            if close.by == "unknown" and close.code == NO_STATUS:
-                extra["detail"] = (
-                    "no status code: a close frame without one, a dropped TCP connection "
-                    "or a protocol error (Granian reports all three alike)"
-                )
-            log_event(
-                "close", endpoint=self.endpoint.path, client_id=self.client_id,
-                code=close.code, reason=close.reason, closed_by=close.by, **extra,
-                duration_s=round(self.age, 3), messages_in=self.messages_in,
-                messages_out=self.messages_out, heartbeats_sent=self.ping_count,
-                pongs_received=self.pong_count,
-                level=logging.WARNING if close.code in (ABNORMAL, INTERNAL_ERROR) else logging.INFO,
-            )
+                await self._receive_loop()
+        except asyncio.CancelledError:
+            if not self._interrupting:  # cancelled by the server itself: say goodbye, go on
+                self.policy.close(GOING_AWAY, "server shutting down")
+                await self._finish(client)
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception:
+            _log.exception("connection %s failed", self.client_id)
+            self.policy.close(INTERNAL_ERROR, "internal error")
+        await self._finish(client)
 
     async def _receive_loop(self) -> None:
         receive = self.socket.receive
-        limit = self.settings.ws_max_message_bytes
-        rate = self.settings.ws_rate_limit
-        burst = float(self.settings.rate_burst)
-        tokens, refilled = burst, time.monotonic()  # token bucket for WS_RATE_LIMIT
+        scheduler = self.scheduler
+        policy = self.policy
+        endpoint = self.endpoint
         while True:
             event = await receive()
             if event["type"] == "websocket.disconnect":
-                gone = cast("dict[str, Any]", event)
-                code = gone.get("code") or NO_STATUS
-                self.request_close(code, gone.get("reason") or None,
-                                   by="unknown" if code == NO_STATUS else "client")
+                policy.disconnected(cast("dict[str, Any]", event).get("code"))
                 return
-            received_at = time.time()
-            self.last_received = now = time.monotonic()
             self.messages_in += 1
-            if rate:
-                tokens = min(burst, tokens + (now - refilled) * rate)
-                refilled = now
-                if tokens < 1:
-                    self.request_close(
-                        POLICY_VIOLATION, f"rate limit: over WS_RATE_LIMIT={rate:g} messages/s"
-                    )
-                    return
-                tokens -= 1
             text = cast("WebSocketReceiveEvent", event).get("text")
-            if text is None:
-                self.request_close(UNSUPPORTED_DATA, "binary frames are unsupported; use text")
+            if policy.message(scheduler.now, text) is not None:
                 return
-            # len() counts characters; encode only when the UTF-8 size could exceed the limit.
-            if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-                self.request_close(
-                    MESSAGE_TOO_BIG, f"message exceeds WS_MAX_MESSAGE_BYTES={limit}"
-                )
-                return
-            reply = self.endpoint.handle(self, text, received_at)
-            if reply is not None and not await self.send(reply):
+            reply = endpoint.handle(self, cast("str", text), time.time())
+            if reply is not None:
+                await self.send(reply)
+            if policy.closed is not None:
                 return
 
-    async def _heartbeat_loop(self) -> None:
-        interval = self.settings.ws_ping_interval
-        timeout = self.settings.ping_timeout
-        periodic = self.endpoint.periodic_heartbeat
-        next_beat = self.opened_at + interval
-        while True:
-            await asyncio.sleep(max(0.0, next_beat - time.monotonic()))
-            if not periodic and time.monotonic() - self.last_sent < interval:
-                next_beat = self.last_sent + interval  # something else kept the line busy
-                continue
-            self.ping_count += 1
-            sent_at = time.monotonic()
-            beat = Heartbeat(
-                ping_number=self.ping_count, timestamp=time.time(),
-                connection_age_seconds=round(sent_at - self.opened_at, 3),
-                client_id=self.client_id,
-            )
-            if not await self.send(beat):
-                return
-            # On a fixed grid: a late wake-up does not push later beats back.
-            next_beat += interval
-            if next_beat <= time.monotonic():
-                next_beat = time.monotonic() + interval
-            if self.pong_aware:
-                await asyncio.sleep(timeout)
-                if self.last_received < sent_at:
-                    self.request_close(
-                        INTERNAL_ERROR,
-                        f"heartbeat timeout: no pong within WS_PING_TIMEOUT={timeout:g}s",
+    async def _finish(self, client: Any) -> None:
+        self._interrupting = True  # nothing may cancel the close itself
+        self.scheduler.cancel(self)
+        for beat in list(self._beats):
+            beat.cancel()
+        close = self.policy.closed or self.policy.close(GOING_AWAY, "server shutting down")
+        tcp = None
+        if close.by == "server":
+            delivered = False
+            if close.send_frame:
+                limit = self.settings.send_timeout
+                if self.registry.closing:  # leave the shutdown time to release the socket
+                    limit = min(limit, self.settings.ws_shutdown_timeout / 2)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self.socket.close(close.code, close.reason or ""), limit
                     )
-                    return
+                    delivered = True
+            if not delivered and client is not None:
+                # Until its socket is really gone the peer still counts as open.
+                tcp = await asyncio.to_thread(
+                    shutdown_connection, self.settings.port, (client.host, client.port)
+                )
+        self.registry.discard(self)
+        extra: dict[str, object] = {} if tcp is None else {"tcp": tcp}
+        if close.by == "unknown":
+            extra["detail"] = (
+                "no status code: a close frame without one, a dropped TCP connection "
+                "or a protocol error (Granian reports all three alike)"
+            )
+        log_event(
+            "close", endpoint=self.endpoint.path, client_id=self.client_id,
+            code=int(close.code), reason=close.reason, closed_by=close.by, **extra,
+            duration_s=round(self.age, 3), messages_in=self.messages_in,
+            messages_out=self.messages_out, heartbeats_sent=self.policy.ping_count,
+            pongs_received=self.policy.pong_count,
+            level=logging.WARNING if close.code in (ABNORMAL, INTERNAL_ERROR) else logging.INFO,
+        )

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from service.codes import CloseCode
 from service.messages import (
     Echo,
     HealthResponse,
@@ -390,7 +391,7 @@ class Suite:
             rec.add("normal_close", "fail", started, f"close failed: {exc!r}", probe.evidence)
             return
         ev = probe.evidence
-        ok = ev.close_code == 1000
+        ok = ev.close_code == CloseCode.NORMAL
         rec.add("normal_close", "pass" if ok else "fail", started,
                 "server answered our close with 1000" if ok else
                 f"server answered our close with {ev.close_code}: {ev.summary()}", ev)
@@ -620,7 +621,7 @@ class Suite:
                     ev)
             return
         problems = [number_error] if number_error else []
-        if ev.close_code != 1000:
+        if ev.close_code != CloseCode.NORMAL:
             problems.append(f"close answered with {ev.close_code}")
         detail = (f"connected {ev.age_at_close_s or 0:.1f}s, {ev.heartbeats_received} "
                   f"heartbeats (server ping_count={status_msg.ping_count}), max gap "

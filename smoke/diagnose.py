@@ -7,6 +7,7 @@ itself found (no heartbeat in time, mixed content, an accepted foreign Origin, .
 
 from __future__ import annotations
 
+from service.codes import CloseCode
 from smoke.model import CheckResult, Diagnosis, Evidence
 from smoke.target import Options, Target
 
@@ -151,15 +152,15 @@ def _transport(result: CheckResult, ev: Evidence, ctx: Context) -> Diagnosis | N
             next_step="Check the URL's scheme and port (a TLS port needs wss://, a plain one "
                       "ws://) and the proxy in between",
             checks=[name])
-    if ev.close_code == 1006 and ev.closed_by == "network":
+    if ev.close_code == CloseCode.ABNORMAL and ev.closed_by == "network":
         return _abnormal(ev, ctx, name)
-    if ev.close_code is not None and ev.closed_by == "server" and ev.close_code != 1000:
+    if ev.close_code is not None and ev.closed_by == "server" and ev.close_code != CloseCode.NORMAL:
         return Diagnosis(
             code=f"closed_{ev.close_code}",
             cause=f"The server closed the connection: {ev.summary()}",
             next_step="`grep WS_DIAGNOSTICS` in the server log for this client's close event"
                       + ("; 1001 means a restart or deploy: reconnect and retry"
-                         if ev.close_code == 1001 else ""),
+                         if ev.close_code == CloseCode.GOING_AWAY else ""),
             checks=[name])
     return None
 

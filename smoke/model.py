@@ -6,35 +6,10 @@ from typing import Literal
 
 import msgspec
 
+from service.codes import close_code_name
+
 Status = Literal["pass", "fail", "skip"]
 Via = Literal["target", "direct"]
-
-# RFC 6455 section 7.4.1 names, for the report.
-CLOSE_CODE_NAMES: dict[int, str] = {
-    1000: "normal closure",
-    1001: "going away",
-    1002: "protocol error",
-    1003: "unsupported data",
-    1005: "no status code",
-    1006: "abnormal closure, no close frame",
-    1007: "invalid payload",
-    1008: "policy violation",
-    1009: "message too big",
-    1010: "missing extension",
-    1011: "internal error",
-    1012: "service restart",
-    1013: "try again later",
-    1015: "TLS handshake failure",
-}
-
-
-def close_code_name(code: int) -> str:
-    if code in CLOSE_CODE_NAMES:
-        return CLOSE_CODE_NAMES[code]
-    if 4000 <= code <= 4999:
-        return "application-defined"
-    return "unknown"
-
 
 ErrorKind = Literal[
     "refused", "dns", "connect_timeout", "tls", "network", "http_status", "handshake",

@@ -27,6 +27,7 @@ from websockets.proxy import get_proxy
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
+from service.codes import CloseCode
 from service.messages import SERVER_MESSAGES, Echo, Heartbeat, WsEcho
 from smoke.model import ErrorKind, Evidence
 from smoke.target import Options
@@ -143,7 +144,7 @@ class Probe:
             ev.close_reason = exc.rcvd.reason
             ev.closed_by = "server" if exc.rcvd_then_sent is not False else "client"
         else:
-            ev.close_code = 1006
+            ev.close_code = CloseCode.ABNORMAL
             ev.close_reason = ""
             ev.closed_by = "network"
 
@@ -157,7 +158,7 @@ class Probe:
         ev.age_at_close_s = round(self.age, 3)
         ev.idle_at_close_s = round(time.monotonic() - self.last_received, 3)
         rcvd = ws.protocol.close_rcvd
-        ev.close_code = rcvd.code if rcvd is not None else 1006
+        ev.close_code = rcvd.code if rcvd is not None else CloseCode.ABNORMAL
         ev.close_reason = rcvd.reason if rcvd is not None else ""
         ev.closed_by = "client"
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 
+from service.codes import CloseCode
 from service.messages import HealthStatus
 from smoke.checks import TOOL_ERROR, Suite
 from smoke.diagnose import diagnose
@@ -37,7 +38,7 @@ async def _greeting_without_origin(target: Target, options: Options) -> HealthSt
 
 def _abnormal_close(result: CheckResult) -> bool:
     ev = result.evidence
-    return ev is not None and ev.close_code == 1006 and ev.closed_by == "network"
+    return ev is not None and ev.close_code == CloseCode.ABNORMAL and ev.closed_by == "network"
 
 
 async def _recheck_after_drop(suite: Suite, results: list[CheckResult]) -> None:

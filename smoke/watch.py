@@ -49,13 +49,14 @@ from typing import Literal
 
 import msgspec
 
+from service.codes import CloseCode, close_code_name
 from service.messages import HealthStatus, Heartbeat
-from smoke.model import Evidence, close_code_name
+from smoke.model import Evidence
 from smoke.probe import Probe, ProbeError
 from smoke.target import Options, Target
 
 INITIAL_BACKOFF = 0.5
-GOING_AWAY = 1001
+GOING_AWAY = CloseCode.GOING_AWAY
 DEFAULT_JITTER = 1.0
 DEFAULT_MAX_GAP = 5.0
 

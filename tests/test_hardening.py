@@ -77,7 +77,8 @@ def test_dropped_slow_readers_lose_their_sockets_and_descriptors(
     for ws in flooders:
         ws.close()
     assert wait_until(lambda: fd_count(pid) <= baseline, 5), (
-        f"fds {fd_count(pid)} > baseline {baseline}"
+        f"fds {fd_count(pid)} > baseline {baseline}: {psutil.Process(pid).open_files()} "
+        f"{psutil.Process(pid).net_connections('all')}"
     )
     report("slow_readers", flooders=5, send_timeout_s=send_timeout,
            sockets_open_after_last_block_s=round(gone_after, 2), fds_baseline=baseline,

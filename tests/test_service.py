@@ -138,9 +138,10 @@ def test_health_transcript(service: ServiceProcess) -> None:
                 assert beat["type"] == "heartbeat"
                 assert beat["client_id"] == status["client_id"]
             ages = [b["connection_age_seconds"] for b in beats]
-            # Fixed period: each heartbeat about one interval after the last, no drift.
-            assert ages[2] == pytest.approx(1.2, abs=0.15)
-            assert ages[1] - ages[0] == pytest.approx(0.4, abs=0.15)
+            # About one interval apart (the exact grid is pinned in tests/test_policy.py; a
+            # loaded machine only makes them late, never early).
+            assert 1.2 <= ages[2] < 1.2 + 1.0
+            assert 0.4 - 0.1 < ages[1] - ages[0] < 0.4 + 0.5
 
             await ws.send('{"type":"pong","ping_number":3}')
             await ws.send('{"type":"get_status"}')
@@ -213,20 +214,33 @@ def test_idle_endpoints_get_heartbeats(service: ServiceProcess, path: str) -> No
             beats = [await recv_json(ws, timeout=1.5) for _ in range(3)]
             assert [b["type"] for b in beats] == ["heartbeat"] * 3
             assert [b["ping_number"] for b in beats] == [1, 2, 3]
-            assert loop.time() - opened == pytest.approx(1.2, abs=0.3)
+            assert 1.2 - 0.1 < loop.time() - opened < 1.2 + 1.0  # grid: tests/test_policy.py
 
     run(scenario())
 
 
 def test_busy_echo_connection_sends_no_extra_heartbeats(service: ServiceProcess) -> None:
-    async def scenario() -> None:
+    async def scenario() -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        heartbeats, longest = 0, 0.0
         async with connect(f"{service.ws}/ws") as ws:
-            for _ in range(12):  # a reply every 0.1 s keeps the line busy for 1.2 s
+            last = loop.time()
+            for _ in range(12):  # a reply every ~0.1 s keeps the line busy for 1.2 s
                 await ws.send('{"type":"ping"}')
-                assert (await recv_json(ws))["type"] == "pong"
+                message = await recv_json(ws)
+                while message["type"] == "heartbeat":
+                    heartbeats += 1
+                    message = await recv_json(ws)
+                assert message["type"] == "pong"
+                now = loop.time()
+                longest, last = max(longest, now - last), now
                 await asyncio.sleep(0.1)  # pacing the client, not synchronisation
+        return heartbeats, longest
 
-    run(scenario())
+    heartbeats, longest_gap = run(scenario())
+    # A heartbeat is only due after a whole interval (0.4 s) with nothing sent; a machine that
+    # stalled this client for that long may see one, a busy line otherwise never does.
+    assert heartbeats == 0 or longest_gap > 0.4, (heartbeats, longest_gap)
 
 
 def test_client_that_stops_answering_heartbeats_is_closed(service: ServiceProcess) -> None:
