@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.servers import BASELINE
+from bench.servers import BASELINE, FLOORS
 from bench.stats import Summary, ratio, summarize
 
 # (metric key, column title, unit, higher is better)
@@ -19,6 +19,10 @@ FIG3 = [("hs_per_s", "handshakes/s", "", True), ("hs_server_cpu_us", "server CPU
         ("hs_client_cpu_pct", "load-gen CPU", "%", False)]
 FIG4 = [("c100_server_cpu_us_per_msg", "server CPU/message", "µs", False),
         ("c100_server_cpu_pct", "server CPU busy", "%", False)]
+# Server CPU costs read against the floor peers (ours ÷ floor, lower is better).
+FLOOR_METRICS = [("c100_server_cpu_us_per_msg", "server CPU/message, 100 connections"),
+                 ("nginx_c100_server_cpu_us_per_msg", "server CPU/message via nginx"),
+                 ("hs_server_cpu_us", "server CPU/handshake")]
 
 
 def summaries(result: dict[str, Any]) -> dict[str, dict[str, Summary]]:
@@ -44,6 +48,39 @@ def ratios(summ: dict[str, dict[str, Summary]]) -> dict[str, dict[str, float]]:
     ours = summ.get(BASELINE, {})
     return {key: {m: ratio(s["median"], ours[m]["median"]) for m, s in per.items() if m in ours}
             for key, per in summ.items()}
+
+
+def floor(result: dict[str, Any], summ: dict[str, dict[str, Summary]]) -> dict[str, Any]:
+    """Ours ÷ each floor peer, for each server CPU cost both have.
+
+    ``ours_over_peer`` is the ratio of the medians; ``per_round`` summarizes the ratio taken
+    round by round (round i of both ran in the same rotation, minutes apart at most, so a
+    machine that gets busier between rounds moves both sides of each ratio alike).
+    """
+    ours = summ.get(BASELINE)
+    if ours is None:
+        return {}
+    ours_rounds = result["rounds"][BASELINE]
+    out: dict[str, Any] = {}
+    for peer in FLOORS:
+        theirs = summ.get(peer)
+        if theirs is None:
+            continue
+        peer_rounds = result["rounds"][peer]
+        per: dict[str, Any] = {}
+        for metric, _ in FLOOR_METRICS:
+            if metric not in ours or metric not in theirs:
+                continue
+            per[metric] = {
+                "ours_us": ours[metric]["median"], "peer_us": theirs[metric]["median"],
+                "ours_over_peer": ratio(ours[metric]["median"], theirs[metric]["median"]),
+                "per_round": summarize([
+                    ratio(a.get(metric, math.nan), b.get(metric, math.nan))
+                    for a, b in zip(ours_rounds, peer_rounds, strict=False)
+                ]),
+            }
+        out[peer] = per
+    return out
 
 
 def _fmt(value: float) -> str:
@@ -99,6 +136,30 @@ def _nginx_table(summ: dict[str, dict[str, Summary]]) -> list[str]:
     return [*lines, ""]
 
 
+def _floor_table(result: dict[str, Any]) -> list[str]:
+    fl = result.get("floor") or {}
+    metrics = [(m, title) for m, title in FLOOR_METRICS if any(m in per for per in fl.values())]
+    if not metrics:
+        return []
+    head = ["floor peer"]
+    for _, title in metrics:
+        head += [f"{title}: ours ÷ peer", "per round", "ours / peer (µs)"]
+    lines = [f"### Figure 5: the floor: `{BASELINE}`'s server CPU as a multiple of peers that "
+             "send the same reply bytes with nothing around them (lower is better)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for peer, per in fl.items():
+        row = [peer]
+        for metric, _ in metrics:
+            cell = per.get(metric)
+            if cell is None:
+                row += ["n/a", "n/a", "n/a"]
+                continue
+            row += [_fmt(cell["ours_over_peer"]), _cell(cell["per_round"]),
+                    f"{_fmt(cell['ours_us'])} / {_fmt(cell['peer_us'])}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
 def _scaling_table(scaling: dict[str, list[dict[str, float]]]) -> list[str]:
     head = ["server", "connections", "opened", "drops", "connect failures", "RSS (MiB)",
             "RSS growth/conn (KiB)", "server CPU (%)", "heartbeat lateness p50 / p99 (ms)",
@@ -141,6 +202,7 @@ def markdown(result: dict[str, Any]) -> str:
                     "8 at a time)", FIG3, summ, rat, labels)
     lines += _table("Figure 4: server CPU per message (server process's own CPU time, "
                     "100 connections)", FIG4, summ, rat, labels)
+    lines += _floor_table(result)
     errors = {k: per["c100_errors"]["max"] + per.get("hs_errors", {"max": 0})["max"]
               for k, per in summ.items() if "c100_errors" in per}
     lines += ["Errors (max per round, echo + handshakes): "
@@ -185,6 +247,7 @@ def write(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     result["summary"] = summaries(result)
     result["ratios"] = ratios(result["summary"])
+    result["floor"] = floor(result, result["summary"])
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
     paths["json"].write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")
     paths["markdown"].write_text(markdown(result) + "\n")

@@ -43,6 +43,8 @@ class Server:
             "granian-asgi": ["bench.peers.granian_raw", "--interface", "asgi"],
             "granian-rsgi": ["bench.peers.granian_raw", "--interface", "rsgi"],
             "picows": ["bench.peers.picows_server"],
+            "litestar-min": ["bench.peers.litestar_min"],
+            "asgi-reply": ["bench.peers.asgi_reply"],
         }[self.name]
         return [py, "-m", module[0], *module[1:], "--port", str(port),
                 "--ping-interval", f"{interval:g}"], env
@@ -55,6 +57,8 @@ SERVERS: dict[str, Server] = {
         Server("granian-asgi", "raw ASGI echo on embedded Granian"),
         Server("granian-rsgi", "raw RSGI echo on embedded Granian"),
         Server("picows", "picows echo server"),
+        Server("litestar-min", "minimal Litestar @websocket loop on embedded Granian"),
+        Server("asgi-reply", "raw ASGI on embedded Granian, the service's /ws reply"),
     )
 }
 
@@ -76,8 +80,14 @@ TARGETS: tuple[Target, ...] = (
     Target("granian-asgi", "granian-asgi", "/ws", "raw Granian ASGI echo"),
     Target("granian-rsgi", "granian-rsgi", "/ws", "raw Granian RSGI echo"),
     Target("picows", "picows", "/ws", "picows echo"),
+    Target("litestar-min", "litestar-min", "/ws",
+           "minimal Litestar @websocket loop, same /ws reply"),
+    Target("asgi-reply", "asgi-reply", "/ws", "raw ASGI on embedded Granian, same /ws reply"),
 )
 BASELINE = "service /ws"
+# The floor: peers that send the baseline's reply bytes with nothing around them. The report
+# gives the baseline's server CPU (per message, per handshake) as a multiple of each.
+FLOORS = ("litestar-min", "asgi-reply")
 
 
 def free_port() -> int:
@@ -136,14 +146,26 @@ class Running:
             return []
 
     def cpu_seconds(self) -> float:
+        """CPU time of the server's process tree: its own at nanosecond resolution.
+
+        psutil reads ``/proc/PID/stat``, in clock ticks (10 ms at ``HZ=100``): a window of a
+        few hundred handshakes holds only tens of ticks, so a per-handshake figure would move
+        by 5% on one tick. The process's CPU-time clock (``clock_getcpuclockid``; Linux encodes
+        it from the pid) counts every thread, live or exited, in nanoseconds. Child processes,
+        if any, and systems without that clock fall back to psutil.
+        """
+        tree = self._tree()
+        if not tree:
+            return 0.0
+        own = _process_cpu_clock(self.proc.pid)
         total = 0.0
-        for p in self._tree():
+        for p in tree[1:] if own is not None else tree:
             try:
                 t = p.cpu_times()
             except psutil.NoSuchProcess:
                 continue
             total += t.user + t.system
-        return total
+        return total + (own or 0.0)
 
     def rss_bytes(self) -> int:
         total = 0
@@ -156,6 +178,17 @@ class Running:
 
     def stop(self) -> None:
         terminate(self.proc)
+
+
+def _process_cpu_clock(pid: int) -> float | None:
+    """``clock_gettime`` on the process-wide CPU clock of ``pid`` (Linux), None if unreadable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    clock = ((~pid) << 3) | 2  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+    try:
+        return time.clock_gettime(clock)
+    except OSError:
+        return None
 
 
 def terminate(proc: subprocess.Popen[bytes]) -> None:

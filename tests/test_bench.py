@@ -21,7 +21,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--out", str(out),
-         "--only", "service /ws", "--only", "picows"],
+         "--only", "service /ws", "--only", "picows", "--only", "litestar-min",
+         "--only", "asgi-reply"],
         cwd=ROOT, check=True, timeout=100, capture_output=True,
     )
     return out
@@ -40,11 +41,12 @@ def test_tiny_run_writes_json_markdown_and_plot(tiny_run: Path) -> None:
 
 def test_tiny_run_measures_every_target_and_ratio(tiny_run: Path) -> None:
     result = json.loads((tiny_run / "results.json").read_text())
-    assert set(result["rounds"]) == {"service /ws", "picows"}
+    assert set(result["rounds"]) == {"service /ws", "picows", "litestar-min", "asgi-reply"}
     for key, rounds in result["rounds"].items():
         assert len(rounds) == result["mode"]["rounds"], key
         for metric in ("lat1_p50_us", "lat1_p99_us", "c100_msgs_per_s", "c100_p99_us",
-                       "c100_client_cpu_pct", "hs_per_s"):
+                       "c100_client_cpu_pct", "hs_per_s", "c100_server_cpu_us_per_msg",
+                       "hs_server_cpu_us"):
             assert metric in rounds[0], (key, metric)
         summary = result["summary"][key]["c100_msgs_per_s"]
         assert set(summary) == {"median", "min", "max", "n"}
@@ -53,6 +55,26 @@ def test_tiny_run_measures_every_target_and_ratio(tiny_run: Path) -> None:
     assert not math.isnan(result["ratios"]["picows"]["lat1_p50_us"])
     if result["nginx"]:
         assert "nginx_c100_msgs_per_s" in result["rounds"]["service /ws"][0]
+
+
+def test_tiny_run_reads_the_service_against_the_floor_peers(tiny_run: Path) -> None:
+    """litestar-min and asgi-reply serve /ws without errors, and the service's server CPU
+    per message and per handshake is given as a multiple of each."""
+    result = json.loads((tiny_run / "results.json").read_text())
+    for peer in ("litestar-min", "asgi-reply"):
+        summary = result["summary"][peer]
+        assert summary["c100_errors"]["max"] == 0, peer
+        assert summary["hs_errors"]["max"] == 0, peer
+        assert summary["c100_msgs_per_s"]["median"] > 0, peer
+        for metric in ("c100_server_cpu_us_per_msg", "hs_server_cpu_us"):
+            cell = result["floor"][peer][metric]
+            assert cell["ours_over_peer"] == pytest.approx(cell["ours_us"] / cell["peer_us"])
+            assert cell["ours_over_peer"] > 0, (peer, metric)
+            assert set(cell["per_round"]) == {"median", "min", "max", "n"}
+    markdown = (tiny_run / "results.md").read_text()
+    floor = markdown[markdown.index("### Figure 5"):]
+    assert "| litestar-min |" in floor
+    assert "| asgi-reply |" in floor
 
 
 def test_tiny_run_holds_connections_without_drops(tiny_run: Path) -> None:

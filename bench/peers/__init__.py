@@ -1,7 +1,9 @@
 """Peer servers for the benchmark, each one process, run as ``python -m bench.peers.NAME``.
 
-Every peer takes ``--port`` and ``--ping-interval`` and serves ``/ws`` (echo) and
-``/ws/health`` (a ``heartbeat`` message every interval, the service's equivalent).
+Every peer takes ``--port`` and ``--ping-interval``. The echo peers serve ``/ws`` (echo) and
+``/ws/health`` (a ``heartbeat`` message every interval, the service's equivalent); the floor
+peers (``litestar_min``, ``asgi_reply``, see ``ws_reply``) serve ``/ws`` only, with the
+service's own ``/ws`` reply.
 """
 
 from __future__ import annotations
