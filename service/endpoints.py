@@ -103,7 +103,8 @@ class EchoEndpoint:
             config=self._config,
         )
 
-    def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None:
+    def handle(self, session: Session, text: str) -> msgspec.Struct | None:
+        received_at = time.time()  # only this endpoint's reply needs the arrival time
         message = _parse(session, text)
         if isinstance(message, Error):
             return message
@@ -128,7 +129,7 @@ class WsEndpoint:
     def greeting(self, session: Session) -> None:
         return None
 
-    def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None:
+    def handle(self, session: Session, text: str) -> msgspec.Struct | None:
         started = time.perf_counter()
         message = _parse(session, text)
         if isinstance(message, Error):
@@ -164,7 +165,7 @@ class HealthEndpoint:
             config=self._config, environment=self._environment,
         )
 
-    def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None:
+    def handle(self, session: Session, text: str) -> msgspec.Struct | None:
         try:
             request = _health_request.decode(text)
         except msgspec.ValidationError as exc:

@@ -90,7 +90,7 @@ class Endpoint(Protocol):
 
     def greeting(self, session: Session) -> msgspec.Struct | None: ...
 
-    def handle(self, session: Session, text: str, received_at: float) -> msgspec.Struct | None: ...
+    def handle(self, session: Session, text: str) -> msgspec.Struct | None: ...
 
 
 class Session:
@@ -254,7 +254,7 @@ class Session:
             text = cast("WebSocketReceiveEvent", event).get("text")
             if policy.message(scheduler.now, text) is not None:
                 return
-            reply = endpoint.handle(self, cast("str", text), time.time())
+            reply = endpoint.handle(self, cast("str", text))
             if reply is not None:
                 await self.send(reply)
             if policy.closed is not None:
