@@ -24,7 +24,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import VENV_BIN, StartService
+from tests.reliability.harness import NginxProxy
 from tests.reliability.rawws import RawWebSocket, encode_frame
+from tests.test_fleet import FleetRun
 
 CTL = str(VENV_BIN / "ws-kit-ctl")
 
@@ -143,3 +145,37 @@ def test_unusable_control_socket_path_stops_start_up(start_service: StartService
     service = start_service(WS_CONTROL_SOCKET="/nonexistent/dir/control.sock", ready=None)
     assert service.proc.wait(20) == 2
     assert "WS_CONTROL_SOCKET=/nonexistent/dir/control.sock" in service.output()
+
+
+def test_restarting_one_of_two_instances_behind_the_roles_nginx_costs_clients_no_handshake(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """The rolling restart in miniature: 40 reconnecting clients through the nginx role's site
+    (least_conn, proxy_next_upstream) over two instances; one is restarted. Every close is
+    1001, no client ever sees a failed handshake (nginx retried it on the other instance),
+    each is back within 5 s. The full version, with Ansible, is infra/molecule/rolling."""
+    clients = 40
+    a, b = start_service(), start_service()
+    proxy = NginxProxy(tmp_path / "nginx", [a.port, b.port], read_timeout=8, interval=0.4,
+                       timeout=0.2).start()
+    fleet = FleetRun(tmp_path, f"{proxy.url}/ws/health", clients, "--max-seconds", "120")
+    try:
+        fleet.wait_status(lambda s: s["connected"] == clients, 30)
+        held = {port: int(str(_health(port)[1]["connections"])) for port in (a.port, b.port)}
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0
+        back = fleet.wait_status(lambda s: s["connected"] == clients and s["closes"] > 0, 30)
+        restarted = start_service(PORT=str(a.port))
+        report = fleet.finish()
+    finally:
+        fleet.log.stop()
+        proxy.stop()
+    report_line = {k: report[k] for k in ("closes_by_code", "handshake_failures", "max_gap_s")}
+    print(f"SCALEOUT {json.dumps({'held_before': held, **report_line})}")
+    assert all(count > 0 for count in held.values()), held  # least_conn used both
+    assert back["clients"] == clients
+    assert report["closes_by_code"] == {"1001": held[a.port]}, report
+    assert report["handshake_failures"] == {}, report["handshake_failures"]
+    assert report["max_gap_s"] < 5.0
+    assert report["still_connected_at_stop"] == clients
+    assert restarted.proc.poll() is None

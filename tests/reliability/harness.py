@@ -203,7 +203,7 @@ http {{
 }}
 """
 
-def render_site(port: int, backend: int, read_timeout: int, interval: float,
+def render_site(port: int, backend: int | list[int], read_timeout: int, interval: float,
                 timeout: float, *, per_address_limits: bool = False) -> tuple[str, str]:
     """The nginx role's site file for one api host on 127.0.0.1:``backend``, and its source."""
     site = nginx_site.render_site(port, backend, interval=interval, timeout=timeout,
@@ -226,7 +226,8 @@ class NginxProxy:
     """nginx in its own folder on a free 127.0.0.1 port, in front of ``backend``."""
 
     folder: Path
-    backend: int
+    backend: int | list[int]
+    """The port of each instance behind this nginx."""
     read_timeout: int
     interval: float
     timeout: float
