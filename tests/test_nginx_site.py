@@ -23,7 +23,7 @@ def test_rule_is_read_from_group_vars(interval: float, timeout: float, expected:
 def test_rendered_site_passes_nginx_t(tmp_path: Path, limits: bool) -> None:
     site = render_site(18999, [19998, 19999], interval=2, timeout=1, per_address_limits=limits)
     assert "proxy_read_timeout 8s;" in site
-    assert "server 127.0.0.1:19999 max_fails=1 fail_timeout=2s;" in site
+    assert "server 127.0.0.1:19999 max_fails=0;" in site
     assert "least_conn;" in site
     assert ("limit_conn ws_kit_api_conn 32;" in site) is limits
     assert "proxy_set_header Upgrade $http_upgrade;" in site
