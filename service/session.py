@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import secrets
@@ -80,6 +81,16 @@ def heartbeat_phase(interval: float) -> float:
     return random.uniform(0.0, min(1.0, interval / 10))  # noqa: S311 - spreading, not secrecy
 
 
+@functools.lru_cache(maxsize=8)
+def limits_for(settings: Settings, *, periodic: bool) -> Limits:
+    """The policy's numbers for an endpoint: built once, not at every handshake."""
+    return Limits(
+        interval=settings.ws_ping_interval, ping_timeout=settings.ping_timeout,
+        send_timeout=settings.send_timeout, max_bytes=settings.ws_max_message_bytes,
+        periodic=periodic, rate=settings.ws_rate_limit, burst=float(settings.rate_burst),
+    )
+
+
 class Endpoint(Protocol):
     """What differs between ``/ws/echo``, ``/ws/health`` and ``/ws``."""
 
@@ -107,12 +118,7 @@ class Session:
         self.scheduler = scheduler
         self.client_id = new_client_id(endpoint.client_prefix)
         self.policy = Policy(
-            Limits(
-                interval=settings.ws_ping_interval, ping_timeout=settings.ping_timeout,
-                send_timeout=settings.send_timeout, max_bytes=settings.ws_max_message_bytes,
-                periodic=endpoint.periodic_heartbeat, rate=settings.ws_rate_limit,
-                burst=float(settings.rate_burst),
-            ),
+            limits_for(settings, periodic=endpoint.periodic_heartbeat),
             now=(opened_at := time.monotonic()),  # the scheduler's clock: time.monotonic
             phase=heartbeat_phase(settings.ws_ping_interval),
         )

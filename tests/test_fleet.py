@@ -12,14 +12,11 @@ place of an event.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,60 +24,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServiceProcess, StartService
-from tests.reliability.harness import REPO, LineLog
+from tests.reliability.fleet import FLEET, FleetRun
+from tests.reliability.harness import REPO
 
-FLEET = REPO / "infra" / "tests" / "ws_fleet.py"
-ORIGIN = "http://localhost:3000"  # in the service's default ALLOWED_ORIGINS
 RESTART_WINDOW_FAILURES = {"ConnectionRefusedError", "503"}
 REPORT_FIELDS = {
     "clients", "url", "elapsed_s", "stopped_by", "connects", "closes_total", "closes_by_code",
     "closes", "handshake_failures", "handshake_failures_total", "gaps", "max_gap_s",
     "still_connected_at_stop", "open_gaps_s", "first_connected_s", "heartbeats_answered",
 }
-
-Status = dict[str, int]
-
-
-class FleetRun:
-    def __init__(self, folder: Path, url: str, clients: int, *extra: str) -> None:
-        self.status_file = folder / "status.json"
-        self.report_file = folder / "report.json"
-        self.stop_file = folder / "stop"
-        self.log = LineLog([sys.executable, str(FLEET), url, "--clients", str(clients),
-                            "--origin", ORIGIN, "--status-file", str(self.status_file),
-                            "--report", str(self.report_file), "--stop-file",
-                            str(self.stop_file), *extra], cwd=REPO)
-
-    def status(self) -> Status | None:
-        try:
-            value: Status = json.loads(self.status_file.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        return value
-
-    def wait_status(self, ok: Callable[[Status], bool], timeout: float) -> Status:
-        """Poll the status file until ``ok``; fail at once if the fleet process exits."""
-        proc = self.log.proc
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if status is not None and ok(status):
-                return status
-            if proc.poll() is not None:
-                raise AssertionError(f"fleet exited {proc.returncode}:\n{self.log.text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"status {status} after {timeout}s:\n{self.log.text()}")
-            # The poll interval is a bounded wait on the fleet process itself.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(0.05)
-
-    def finish(self) -> dict[str, Any]:
-        self.stop_file.touch()
-        code = self.log.finish(30)
-        assert code == 0, self.log.text()
-        report: dict[str, Any] = json.loads(self.report_file.read_text())
-        return report
-
 
 def test_fleet_rides_a_backend_restart(start_service: StartService, tmp_path: Path) -> None:
     clients = 20

@@ -24,9 +24,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import VENV_BIN, StartService
+from tests.reliability.fleet import FleetRun
 from tests.reliability.harness import NginxProxy
 from tests.reliability.rawws import RawWebSocket, encode_frame
-from tests.test_fleet import FleetRun
 
 CTL = str(VENV_BIN / "ws-kit-ctl")
 
