@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,14 @@ from pathlib import Path
 from smoke import __version__
 from smoke.report import render_text, write_json, write_junit
 from smoke.runner import EXIT_UNREACHABLE, run_checks
-from smoke.target import DEFAULT_URL, Options, UsageError, parse_header, parse_target
+from smoke.target import (
+    DEFAULT_URL,
+    Options,
+    UsageError,
+    parse_header,
+    parse_resolve,
+    parse_target,
+)
 
 
 def _positive(text: str) -> float:
@@ -31,6 +39,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {text}")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", nargs="?", default=DEFAULT_URL,
                         help="base URL: ws://, wss://, http:// or https:// "
@@ -40,6 +55,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="extra handshake header, repeatable (e.g. Authorization)")
     parser.add_argument("--timeout", type=_positive, default=10.0, metavar="S",
                         help="timeout of each step: handshake, each expected reply (default 10)")
+    parser.add_argument("--cacert", metavar="FILE",
+                        help="trust only the CA certificate(s) in this PEM file, not the "
+                             "system's (a private or test CA), as curl --cacert")
+    parser.add_argument("-k", "--insecure", action="store_true",
+                        help="do not verify certificates; every report says so")
+    parser.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDRESS",
+                        help="connect to ADDRESS for HOST:PORT but keep HOST for SNI, Host and "
+                             "the certificate check (as curl --resolve), repeatable: checks "
+                             "one server by the public name before DNS points to it")
     parser.add_argument("--use-env-proxy", action="store_true",
                         help="connect through the proxy named by http_proxy/https_proxy/"
                              "all_proxy (default: ignore them and connect directly)")
@@ -70,8 +94,13 @@ def check_parser() -> argparse.ArgumentParser:
                    help="p95 round trip must be below this (default 100 ms)")
     p.add_argument("--foreign-origin", default="https://smoke-check.invalid", metavar="ORIGIN",
                    help="Origin used to test the origin policy (default https://smoke-check.invalid)")
+    p.add_argument("--cert-warn-days", type=_positive, default=14.0, metavar="DAYS",
+                   help="warn when the certificate expires within DAYS (default 14)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write the report as JUnit XML")
+    p.add_argument("--prometheus", type=Path, metavar="FILE",
+                   help="write the results for node_exporter's textfile collector (FILE must "
+                        "end in .prom; written to a temporary file, then renamed)")
     p.add_argument("--version", action="version", version=f"ws-smoke {__version__}")
     return p
 
@@ -102,10 +131,28 @@ def watch_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE",
                    help="write a JSON report at exit: drops with close code, age and gap, "
                         "failed attempts with HTTP statuses, errors")
+    p.add_argument("--metrics-port", type=_port, metavar="PORT",
+                   help="serve Prometheus metrics on http://ADDRESS:PORT/metrics while "
+                        "watching: up, drops by close code, reconnect time, heartbeat gaps, "
+                        "last diagnosis (0: any free port, logged)")
+    p.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDRESS",
+                   help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 or :: for "
+                        "a scraper on another host)")
     return p
 
 
 def _options(args: argparse.Namespace) -> Options:
+    if args.cacert is not None:
+        try:
+            ssl.create_default_context(cafile=args.cacert)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--cacert {args.cacert}: not a readable PEM CA file ({exc})"
+                             ) from None
+    if args.cacert and args.insecure:
+        raise UsageError("--cacert and --insecure contradict each other: choose one")
+    if args.resolve and args.use_env_proxy:
+        raise UsageError("--resolve cannot be combined with --use-env-proxy: the proxy "
+                         "resolves the name")
     return Options(
         origin=args.origin,
         headers=tuple(parse_header(h) for h in args.header),
@@ -118,6 +165,10 @@ def _options(args: argparse.Namespace) -> Options:
         latency_limit_ms=getattr(args, "latency_limit", 100.0),
         foreign_origin=getattr(args, "foreign_origin", "https://smoke-check.invalid"),
         use_env_proxy=args.use_env_proxy,
+        cacert=args.cacert,
+        insecure=args.insecure,
+        resolve=tuple(parse_resolve(r) for r in args.resolve),
+        cert_warn_days=getattr(args, "cert_warn_days", 14.0),
     )
 
 
@@ -142,6 +193,14 @@ def _check(argv: Sequence[str]) -> int:
         write_json(report, args.json)
     if args.junit:
         write_junit(report, args.junit)
+    if args.prometheus:
+        from smoke.exporter import write_textfile  # noqa: PLC0415 - only this output needs it
+
+        try:
+            write_textfile(report, args.prometheus)
+        except OSError as exc:
+            print(f"ws-smoke: cannot write {args.prometheus}: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
     return report.exit_code
 
 
@@ -159,7 +218,9 @@ def _watch(argv: Sequence[str]) -> int:
         return EXIT_UNREACHABLE
     return asyncio.run(watch(target, options, duration=args.duration,
                              max_backoff=args.max_backoff, jitter=args.jitter,
-                             max_gap=args.max_gap, json_path=args.json))
+                             max_gap=args.max_gap, json_path=args.json,
+                             metrics_port=args.metrics_port,
+                             metrics_address=args.metrics_address))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,14 +1,20 @@
-"""Diagnoses: the seed's "Failure Scenarios" table, decided from the evidence of failed checks.
+"""Diagnoses: the seed's "Failure Scenarios" table, as a declared table of rules.
 
-Rules look at the handshake's HTTP status before close codes (a proxy that drops the Upgrade
-header gives 400/405/426, not 1006), then at close codes and timing, then at what a check
-itself found (no heartbeat in time, mixed content, an accepted foreign Origin, ...).
+``RULES`` is read top to bottom and the first rule that matches a failed check gives its
+diagnosis. Transport rules come first (proxy, DNS, TLS, the handshake's HTTP status before any
+close code: a proxy that drops the Upgrade header gives 400/405/426, not 1006), then close
+codes and timing, then what a check itself found (no heartbeat in time, mixed content, an
+accepted foreign Origin, ...). Every code is a ``DiagnosisCode`` and is listed in
+docs/smoke.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from service.codes import CloseCode
-from smoke.model import CheckResult, Diagnosis, Evidence
+from smoke.model import CheckName, CheckResult, Diagnosis, DiagnosisCode, Evidence
 from smoke.target import Options, Target
 
 IMMEDIATE_S = 0.5
@@ -17,302 +23,343 @@ MIN_IDLE_S = 0.9
 """A connection that received a message less than about a second before a 1006 was not idle:
 whatever cut it, it was not an idle timeout (0.9, not 1.0: a proxy's 1 s timer starts when
 the proxy reads the last message, a little before this tool receives it)."""
+PLAIN_TO_TLS = "plain HTTP request was sent to HTTPS port"
+"""nginx's 400 page for a plain request on a TLS port: ws:// (or http://) to a wss:// site."""
 
 NGINX_UPGRADE = (
     "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; "
     "proxy_set_header Connection $connection_upgrade; "
-    "with map $http_upgrade $connection_upgrade { default upgrade; '' close; }"
+    "with map $http_upgrade $connection_upgrade { default upgrade; '' ''; }"
 )
+"""The empty value for plain requests (not ``close``) keeps upstream keep-alive possible, as the
+nginx role's template does."""
 
 
 def _fmt(seconds: float) -> str:
     return f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
 
 
+@dataclass(frozen=True)
 class Context:
     """What the rules may know besides one check's evidence."""
 
-    def __init__(self, target: Target, options: Options, direct: Target | None,
-                 allowed_origins: list[str] | None, ping_interval: float | None) -> None:
-        self.target = target
-        self.options = options
-        self.direct = direct
-        self.allowed_origins = allowed_origins
-        self.ping_interval = ping_interval
-
-    def where(self, via: str) -> Target:
-        return self.direct if via == "direct" and self.direct is not None else self.target
+    target: Target
+    options: Options
+    direct: Target | None
+    allowed_origins: list[str] | None
+    ping_interval: float | None
 
 
-def _transport(result: CheckResult, ev: Evidence, ctx: Context) -> Diagnosis | None:
-    """Diagnoses from the handshake and the close: evidence any check may carry."""
-    t = ctx.where(result.via)
-    name = result.label
-    if ev.error == "proxy":
-        return Diagnosis(
-            code="proxy_error",
-            cause=f"The proxy {ev.proxy or ''} named by http_proxy/https_proxy/all_proxy failed "
-                  "(see the checks' details); the target itself was not reached",
-            next_step="Check http_proxy/https_proxy/all_proxy/no_proxy, or run without "
-                      "--use-env-proxy to connect directly",
-            checks=[name])
-    if ev.error == "client_error":
-        return Diagnosis(
-            code="client_error",
-            cause=f"ws-smoke could not make the request to {t.hostport}: {ev.error_detail}",
-            next_step="Check the URL and -H headers; if they are fine this is a bug in "
-                      "ws-smoke: report it with the --json output",
-            checks=[name])
-    if ev.error == "refused":
-        return Diagnosis(
-            code="connection_refused",
-            cause=f"Connection refused by {t.hostport}: nothing listens there (server not "
-                  "running, or wrong host/port)",
-            next_step=f"Start the service (ws-service, PORT=...) or the proxy, then check "
-                      f"`curl {t.http('/health')}`",
-            checks=[name])
-    if ev.error == "dns":
-        return Diagnosis(code="dns", cause=f"Cannot resolve {t.hostport}: {ev.error_detail}",
-                         next_step="Check the host name in the URL and DNS", checks=[name])
-    if ev.error == "connect_timeout":
-        return Diagnosis(
-            code="handshake_timeout",
-            cause=f"No answer to the handshake at {t.hostport} within "
-                  f"{ctx.options.timeout:g}s: a firewall dropping packets, or a proxy or "
-                  "backend that accepts TCP but never answers",
-            next_step="Check the proxy and backend are up and not overloaded; raise --timeout "
-                      "if the path is just slow",
-            checks=[name])
-    if ev.error == "tls":
-        return Diagnosis(code="tls", cause=f"TLS handshake with {t.hostport} failed: "
-                         f"{ev.error_detail}",
-                         next_step="Check the certificate and that the port serves TLS "
-                                   "(wss:// to a plain port fails like this)", checks=[name])
-    if result.name == "http_health":  # a plain GET: the handshake rules below do not apply
-        return _http_health(ev, name)
-    status = ev.http_status
-    server = f" (answered by {ev.server_header})" if ev.server_header else ""
-    if status == 403:
-        allowed = (", ".join(ctx.allowed_origins) if ctx.allowed_origins is not None
-                   else "unknown (health_status not reachable with this Origin)")
-        return Diagnosis(
-            code="origin_forbidden",
-            cause=f"HTTP 403 Forbidden on the handshake{server}: Origin not allowed. "
-                  f"Origin sent: {ev.origin or '(none)'}; allowed origins: {allowed}",
-            next_step="Add the origin to ALLOWED_ORIGINS (comma list) and restart, or run "
-                      "with --origin set to an allowed one; with WS_REQUIRE_ORIGIN=true a "
-                      "missing Origin is refused too",
-            checks=[name])
-    if status == 401:
-        sent = any(k.lower() == "authorization" for k, _ in ctx.options.headers)
-        return Diagnosis(
-            code="auth_required",
-            cause=f"HTTP 401 on the handshake{server}: "
-                  + ("the Authorization header sent was rejected" if sent else
-                     "the server requires a bearer token (WS_AUTH_TOKEN is set)"),
-            next_step="Pass -H 'Authorization: Bearer TOKEN' with the server's WS_AUTH_TOKEN",
-            checks=[name])
-    if status in (502, 503, 504):
-        return Diagnosis(
-            code="backend_unreachable",
-            cause=f"HTTP {status} on the handshake{server}: the proxy is up but cannot reach "
-                  "the backend",
-            next_step="Check the proxy's upstream (proxy_pass host:port) and that the backend "
-                      "runs and listens there (`curl http://BACKEND/health`); run with "
-                      "--direct BACKEND_URL to test it without the proxy",
-            checks=[name])
-    plain_get = status in (400, 426) or (
-        status == 405 and "websocket" in (ev.allow_header or "").lower())
-    if plain_get:
-        because = (" (405 with 'Allow: websocket': the backend received a plain GET)"
-                   if status == 405 else "")
-        return Diagnosis(
-            code="upgrade_not_forwarded",
-            cause=f"HTTP {status} on the handshake{server}{because}: the proxy is not "
-                  "forwarding the Upgrade and Connection headers",
-            next_step=f"In the proxy's location: {NGINX_UPGRADE}",
-            checks=[name])
-    if status == 404:
-        return Diagnosis(
-            code="not_found",
-            cause=f"HTTP 404 for {ev.url}{server}: no such endpoint, or the proxy does not "
-                  "route this path to the service",
-            next_step="Check the base URL's path and the proxy's location blocks",
-            checks=[name])
-    if status is not None and status != 101:
-        return Diagnosis(code=f"http_{status}",
-                         cause=f"Handshake rejected with HTTP {status}{server}: "
-                               f"{ev.error_detail}",
-                         next_step="Check the proxy and server logs for this request",
-                         checks=[name])
-    if ev.error == "handshake":
-        return Diagnosis(
-            code="bad_handshake",
-            cause=f"The handshake with {t.hostport} failed: {ev.error_detail}",
-            next_step="Check the URL's scheme and port (a TLS port needs wss://, a plain one "
-                      "ws://) and the proxy in between",
-            checks=[name])
-    if ev.close_code == CloseCode.ABNORMAL and ev.closed_by == "network":
-        return _abnormal(ev, ctx, name)
-    if ev.close_code is not None and ev.closed_by == "server" and ev.close_code != CloseCode.NORMAL:
-        return Diagnosis(
-            code=f"closed_{ev.close_code}",
-            cause=f"The server closed the connection: {ev.summary()}",
-            next_step="`grep WS_DIAGNOSTICS` in the server log for this client's close event"
-                      + ("; 1001 means a restart or deploy: reconnect and retry"
-                         if ev.close_code == CloseCode.GOING_AWAY else ""),
-            checks=[name])
-    return None
+@dataclass(frozen=True)
+class Fact:
+    """One failed check, its evidence (empty when it had none) and the run's context."""
+
+    result: CheckResult
+    ev: Evidence
+    has_evidence: bool
+    ctx: Context
+
+    @property
+    def check(self) -> CheckName:
+        return self.result.name
+
+    @property
+    def where(self) -> Target:
+        direct = self.ctx.direct
+        return direct if self.result.via == "direct" and direct is not None else self.ctx.target
+
+    @property
+    def server(self) -> str:
+        return f" (answered by {self.ev.server_header})" if self.ev.server_header else ""
+
+    @property
+    def status(self) -> int | None:
+        return self.ev.http_status if self.has_evidence else None
+
+    @property
+    def handshake_status(self) -> int | None:
+        """The handshake's rejection status (not /health's, which is no upgrade)."""
+        s = self.status
+        return s if s is not None and s != 101 and self.check != "http_health" else None
+
+    @property
+    def age(self) -> float:
+        return self.ev.age_at_close_s or 0.0
+
+    @property
+    def idle(self) -> float:
+        return self.ev.idle_at_close_s if self.ev.idle_at_close_s is not None else self.age
+
+    @property
+    def dropped(self) -> bool:
+        """A 1006: the connection ended without a close frame."""
+        return self.ev.close_code == CloseCode.ABNORMAL and self.ev.closed_by == "network"
+
+    @property
+    def interval_text(self) -> str:
+        i = self.ctx.ping_interval
+        return f"{i:g} s" if i is not None else "unknown"
+
+    @property
+    def idle_timeout(self) -> bool:
+        """The drop came after a real idle period: a connection that just received a message
+        was not idle, and heartbeats that arrived prove the path survives one interval."""
+        interval = self.ctx.ping_interval
+        return self.idle >= MIN_IDLE_S and (interval is None or self.ev.heartbeats_received == 0
+                                            or self.idle >= interval * 0.9)
 
 
-def _http_health(ev: Evidence, name: str) -> Diagnosis | None:
-    """``GET /health`` answered, but not as the service does."""
-    status = ev.http_status
-    server = f" (answered by {ev.server_header})" if ev.server_header else ""
-    if status in (502, 503, 504):
-        return Diagnosis(
-            code="health_backend_unreachable",
-            cause=f"GET {ev.url} answered HTTP {status}{server}: the proxy is up but cannot "
-                  "reach the backend",
-            next_step="Check the proxy's upstream (proxy_pass host:port) and that the backend "
-                      "runs and listens there; run with --direct BACKEND_URL",
-            checks=[name])
-    if status is not None and status != 200:
-        return Diagnosis(
-            code="health_http_status",
-            cause=f"GET {ev.url} answered HTTP {status}{server}: {ev.error_detail}; this is a "
-                  "plain HTTP request, so it says nothing about WebSocket upgrades",
-            next_step="Check the proxy routes /health to the service, and the -H headers "
-                      "sent (they go on this request too); see the proxy and server logs",
-            checks=[name])
-    if ev.error == "unexpected_message":
-        return Diagnosis(
-            code="health_not_service",
-            cause=f"GET {ev.url} answered 200 but not with the service's /health body: "
-                  f"{ev.error_detail}",
-            next_step="The URL reaches something else (another app, a proxy's default "
-                      "page): check the base URL and the proxy's location blocks",
-            checks=[name])
-    return None
+Text = Callable[[Fact], str]
 
 
-def _abnormal(ev: Evidence, ctx: Context, name: str) -> Diagnosis:
-    age = ev.age_at_close_s or 0.0
-    idle = ev.idle_at_close_s if ev.idle_at_close_s is not None else age
-    interval = ctx.ping_interval
-    if ev.backend_gone:
-        return Diagnosis(
-            code="backend_gone",
-            cause=f"Close 1006 (no close frame), and {ev.after_drop}: the "
-                  "server process died or restarted (a crash, an OOM kill, a deploy) - not a "
-                  "proxy timeout",
-            next_step="Check the server's own log and exit status (journalctl, docker logs, "
-                      "dmesg for the OOM killer) at that time, and its restart policy",
-            checks=[name])
-    if age < IMMEDIATE_S:
-        return Diagnosis(
-            code="abnormal_close_immediate",
-            cause=f"Close 1006 (no close frame) {age:.2f}s after the handshake: the connection "
-                  "is cut as soon as it opens - typically a proxy that is not set up for "
-                  "upgraded connections, or a crash in the server",
-            next_step=f"In the proxy: {NGINX_UPGRADE}; then check the proxy's error.log and "
-                      "`grep WS_DIAGNOSTICS` in the server log",
-            checks=[name])
-    interval_text = f"{interval:g} s" if interval is not None else "unknown"
-    # A connection that just received a message was not idle. Heartbeats that arrived prove
-    # the path survives gaps of one interval: a drop sooner than that after the last message
-    # is not an idle timeout either.
-    if idle >= MIN_IDLE_S and (interval is None or ev.heartbeats_received == 0
-                               or idle >= interval * 0.9):
-        n = _fmt(idle)
-        lower = f"{max(idle / 2, 0.1):.2g}" if idle < 10 else f"{idle / 2:.0f}"
-        return Diagnosis(
-            code="proxy_idle_timeout",
-            cause=f"Close 1006 (no close frame) after {age:.2f}s, {idle:.2f}s after the last "
-                  f"message: proxy idle timeout of about {n} s; server ping interval is "
-                  f"{interval_text}",
-            next_step=f"Lower WS_PING_INTERVAL below {n} s (e.g. {lower}) or raise "
-                      f"proxy_read_timeout above {interval_text} (nginx default 60 s)",
-            checks=[name])
-    flowing = "heartbeats were" if ev.heartbeats_received else "messages were"
-    return Diagnosis(
-        code="dropped_while_active",
-        cause=f"Close 1006 (no close frame) after {age:.2f}s although {flowing} "
-              f"arriving (last message {idle:.2f}s before, ping interval {interval_text}): "
-              "not an idle timeout - a connection lifetime cap (e.g. a load balancer's), a "
-              "network cut, or the server process dying",
-        next_step="Check the proxy/load balancer's maximum connection duration and the "
-                  "server log (`grep WS_DIAGNOSTICS`) at that time",
-        checks=[name])
+@dataclass(frozen=True)
+class Rule:
+    code: DiagnosisCode
+    when: Callable[[Fact], bool]
+    cause: Text
+    next_step: Text
 
 
-def _finding(result: CheckResult, ctx: Context) -> Diagnosis | None:
-    """Diagnoses from what a check itself measured, on a connection that still worked."""
-    name = result.label
-    if result.name == "tool_error":
-        return Diagnosis(
-            code="tool_error",
-            cause=f"ws-smoke itself failed, so some results are missing (shown as skipped): "
-                  f"{result.detail}",
-            next_step="Rerun; if it repeats, report it as a ws-smoke bug with the --json "
-                      "output. This says nothing about the target",
-            checks=[name])
-    if result.name == "heartbeat":
-        expected = result.metrics.get("expected_interval_s", 0.0)
-        server = result.metrics.get("server_interval_s", 0.0)
-        grace = result.metrics.get("grace_s", ctx.options.grace)
-        slower = (f"; the server's ping_interval is {server:g} s, above the expected "
-                  f"{expected:g} s" if server and server > expected else "")
-        return Diagnosis(
-            code="no_heartbeat",
-            cause=f"No heartbeat within {expected:g} s interval + {grace:g} s grace: the "
-                  f"server's heartbeat is disabled or too slow{slower}",
-            next_step="Set WS_PING_INTERVAL (below every proxy's idle timeout, e.g. 25 s for "
-                      "nginx's 60 s) and restart the server; `grep WS_DIAGNOSTICS` shows "
-                      "heartbeats_sent per connection",
-            checks=[name])
-    if result.name == "mixed_content":
-        return Diagnosis(
-            code="mixed_content",
-            cause=f"Mixed content: {result.detail}; browsers block ws:// from https pages "
-                  "unless the host is loopback (localhost, 127.0.0.0/8, [::1])",
-            next_step="Set WS_PUBLIC_URL=wss://HOST/ws (and PUBLIC_BASE_URL=https://HOST), "
-                      "with TLS terminated at the proxy",
-            checks=[name])
-    if result.name == "origin_policy":
-        return Diagnosis(
-            code="origin_not_enforced",
-            cause=f"{result.detail}: the Origin check is not enforced (cross-site WebSocket "
-                  "hijacking is possible)",
-            next_step="Check the service's handshake guard runs, and that the proxy passes "
-                      "the Origin header through unchanged",
-            checks=[name])
-    if result.name == "latency":
-        return Diagnosis(
-            code="slow_round_trips",
-            cause=f"Round trips too slow: {result.detail}",
-            next_step="Compare with --direct to see whether the proxy or the network adds it; "
-                      "check server load",
-            checks=[name])
-    if result.name in ("echo_roundtrip", "ws_echo"):
-        return Diagnosis(code="echo_mismatch",
-                         cause=f"Echo not faithful: {result.detail}",
-                         next_step="A message serialization issue: check the proxy does not "
-                                   "rewrite frames and the server's echo handler",
-                         checks=[name])
-    if result.name in ("echo_welcome", "health_status"):
-        return Diagnosis(
-            code="no_greeting",
-            cause=f"No greeting message: {result.detail}",
-            next_step="The server is not this service or the endpoint is misconfigured: check "
-                      "the URL's path and the server version",
-            checks=[name])
-    if result.name == "config":
-        return Diagnosis(code="bad_config", cause=f"Heartbeat config not sane: {result.detail}",
-                         next_step="Set WS_PING_INTERVAL and WS_PING_TIMEOUT (timeout below "
-                                   "interval) and restart", checks=[name])
-    return Diagnosis(code=f"failed_{result.name}", cause=f"{result.title}: {result.detail}",
-                     next_step="See the check's detail", checks=[name])
+def _ev(kind: str) -> Callable[[Fact], bool]:
+    return lambda f: f.has_evidence and f.ev.error == kind
+
+
+def _tls(kind: str) -> Callable[[Fact], bool]:
+    return lambda f: f.has_evidence and f.ev.error == "tls" and f.ev.tls_error == kind
+
+
+def _check(*names: CheckName) -> Callable[[Fact], bool]:
+    return lambda f: f.check in names
+
+
+def _always(_: Fact) -> bool:
+    return True
+
+
+def _next(text: str) -> Text:
+    return lambda _: text
+
+
+def _cacert_step(f: Fact) -> str:
+    return ("Pass the CA that signed it with --cacert FILE (a private or test CA), or "
+            "install it in the system's trust store; with nginx, ssl_certificate must hold "
+            "the full chain (leaf then intermediates)")
+
+
+RULES: tuple[Rule, ...] = (
+    # -- transport: any connection attempt -----------------------------------------------------
+    Rule("proxy_error", _ev("proxy"),
+         lambda f: f"The proxy {f.ev.proxy or ''} named by http_proxy/https_proxy/all_proxy "
+                   "failed (see the checks' details); the target itself was not reached",
+         _next("Check http_proxy/https_proxy/all_proxy/no_proxy, or run without "
+               "--use-env-proxy to connect directly")),
+    Rule("client_error", _ev("client_error"),
+         lambda f: f"ws-smoke could not make the request to {f.where.hostport}: "
+                   f"{f.ev.error_detail}",
+         _next("Check the URL and -H headers; if they are fine this is a bug in ws-smoke: "
+               "report it with the --json output")),
+    Rule("connection_refused", _ev("refused"),
+         lambda f: f"Connection refused by {f.ev.connected_to or f.where.hostport}: nothing "
+                   "listens there (server not running, or wrong host/port)",
+         lambda f: f"Start the service (ws-service, PORT=...) or the proxy, then check "
+                   f"`curl {f.where.http('/health')}`"),
+    Rule("dns", _ev("dns"),
+         lambda f: f"Cannot resolve {f.where.hostport}: {f.ev.error_detail}",
+         _next("Check the host name in the URL and DNS; --resolve HOST:PORT:ADDRESS checks "
+               "a host before DNS points to it")),
+    Rule("handshake_timeout", _ev("connect_timeout"),
+         lambda f: f"No answer to the handshake at {f.where.hostport} within "
+                   f"{f.ctx.options.timeout:g}s: a firewall dropping packets, or a proxy or "
+                   "backend that accepts TCP but never answers",
+         _next("Check the proxy and backend are up and not overloaded; raise --timeout if "
+               "the path is just slow")),
+    Rule("tls_expired", _tls("expired"),
+         lambda f: f"The certificate of {f.where.hostport} has expired: {f.ev.error_detail}",
+         _next("Renew the certificate (and reload nginx); `ws-smoke` warns --cert-warn-days "
+               "(default 14) before expiry")),
+    Rule("tls_name_mismatch", _tls("name_mismatch"),
+         lambda f: f"The certificate of {f.where.hostport} is not valid for "
+                   f"{f.where.host}: {f.ev.error_detail}",
+         _next("Issue the certificate for this name (subjectAltName), or check the URL's host; "
+               "with several sites on one address, check SNI selects the right server block")),
+    Rule("tls_unknown_ca", _tls("unknown_ca"),
+         lambda f: f"The certificate of {f.where.hostport} is signed by a CA this client does "
+                   f"not trust: {f.ev.error_detail}",
+         _cacert_step),
+    Rule("tls_not_tls_port", _tls("not_tls"),
+         lambda f: f"{f.where.hostport} does not speak TLS: wss:// (or https://) to a plain "
+                   f"port ({f.ev.error_detail})",
+         _next("Use ws:// for this port, or the proxy's TLS port (usually 443) for wss://")),
+    Rule("tls", _ev("tls"),
+         lambda f: f"TLS handshake with {f.where.hostport} failed: {f.ev.error_detail}",
+         _next("Check the certificate and the proxy's ssl_protocols/ssl_ciphers; "
+               "`openssl s_client -connect HOST:PORT -servername HOST` shows the server's side")),
+    Rule("plain_to_tls_port",
+         lambda f: f.status == 400 and PLAIN_TO_TLS in (f.ev.error_detail or ""),
+         lambda f: f"HTTP 400 from {f.where.hostport}{f.server}: {PLAIN_TO_TLS} - ws:// (or "
+                   "http://) to a port that serves TLS",
+         _next("Use wss:// (https://) for this port")),
+    # -- GET /health: a plain request, so the upgrade rules below do not apply ---------------
+    Rule("health_backend_unreachable",
+         lambda f: f.check == "http_health" and f.status in (502, 503, 504),
+         lambda f: f"GET {f.ev.url} answered HTTP {f.status}{f.server}: the proxy is up but "
+                   "cannot reach the backend",
+         _next("Check the proxy's upstream (proxy_pass host:port) and that the backend runs "
+               "and listens there; run with --direct BACKEND_URL")),
+    Rule("health_http_status",
+         lambda f: f.check == "http_health" and f.status not in (None, 200),
+         lambda f: f"GET {f.ev.url} answered HTTP {f.status}{f.server}: {f.ev.error_detail}; "
+                   "this is a plain HTTP request, so it says nothing about WebSocket upgrades",
+         _next("Check the proxy routes /health to the service, and the -H headers sent "
+               "(they go on this request too); see the proxy and server logs")),
+    Rule("health_not_service",
+         lambda f: f.check == "http_health" and f.ev.error == "unexpected_message",
+         lambda f: f"GET {f.ev.url} answered 200 but not with the service's /health body: "
+                   f"{f.ev.error_detail}",
+         _next("The URL reaches something else (another app, a proxy's default page): check "
+               "the base URL and the proxy's location blocks")),
+    # -- the handshake's HTTP status -------------------------------------------------------
+    Rule("origin_forbidden", lambda f: f.handshake_status == 403,
+         lambda f: f"HTTP 403 Forbidden on the handshake{f.server}: Origin not allowed. "
+                   f"Origin sent: {f.ev.origin or '(none)'}; allowed origins: "
+                   + (", ".join(f.ctx.allowed_origins) if f.ctx.allowed_origins is not None
+                      else "unknown (health_status not reachable with this Origin)"),
+         _next("Add the origin to ALLOWED_ORIGINS (comma list) and restart, or run with "
+               "--origin set to an allowed one; with WS_REQUIRE_ORIGIN=true a missing Origin "
+               "is refused too")),
+    Rule("auth_required", lambda f: f.handshake_status == 401,
+         lambda f: f"HTTP 401 on the handshake{f.server}: "
+                   + ("the Authorization header sent was rejected"
+                      if any(k.lower() == "authorization" for k, _ in f.ctx.options.headers)
+                      else "the server requires a bearer token (WS_AUTH_TOKEN is set)"),
+         _next("Pass -H 'Authorization: Bearer TOKEN' with the server's WS_AUTH_TOKEN")),
+    Rule("rate_limited", lambda f: f.handshake_status == 429,
+         lambda f: f"HTTP 429 on the handshake{f.server}: this address opened too many "
+                   "connections or handshakes (the nginx role's per-address limits)",
+         _next("Wait and retry; if real clients share an address (NAT), raise "
+               "nginx_limit_conn_per_address / nginx_limit_req_rate in the nginx role")),
+    Rule("backend_unreachable", lambda f: f.handshake_status in (502, 503, 504),
+         lambda f: f"HTTP {f.status} on the handshake{f.server}: the proxy is up but cannot "
+                   "reach the backend" + (" (or every backend is draining: 503)"
+                                          if f.status == 503 else ""),
+         _next("Check the proxy's upstream (proxy_pass host:port) and that the backend runs "
+               "and listens there (`curl http://BACKEND/health`); run with --direct "
+               "BACKEND_URL to test it without the proxy")),
+    Rule("upgrade_not_forwarded",
+         lambda f: f.handshake_status in (400, 426) or (
+             f.handshake_status == 405 and "websocket" in (f.ev.allow_header or "").lower()),
+         lambda f: f"HTTP {f.status} on the handshake{f.server}"
+                   + (" (405 with 'Allow: websocket': the backend received a plain GET)"
+                      if f.status == 405 else "")
+                   + ": the proxy is not forwarding the Upgrade and Connection headers",
+         lambda f: f"In the proxy's location: {NGINX_UPGRADE}"),
+    Rule("not_found", lambda f: f.handshake_status == 404,
+         lambda f: f"HTTP 404 for {f.ev.url}{f.server}: no such endpoint, or the proxy does "
+                   "not route this path to the service",
+         _next("Check the base URL's path and the proxy's location blocks")),
+    Rule("handshake_rejected", lambda f: f.handshake_status is not None,
+         lambda f: f"Handshake rejected with HTTP {f.status}{f.server}: {f.ev.error_detail}",
+         _next("Check the proxy and server logs for this request")),
+    Rule("bad_handshake", _ev("handshake"),
+         lambda f: f"The handshake with {f.where.hostport} failed: {f.ev.error_detail}",
+         _next("Check the URL's scheme and port (a TLS port needs wss://, a plain one ws://) "
+               "and the proxy in between")),
+    # -- 1006: how the connection ended, and when --------------------------------------------
+    Rule("backend_gone", lambda f: f.dropped and f.ev.backend_gone,
+         lambda f: f"Close 1006 (no close frame), and {f.ev.after_drop}: the server process "
+                   "died or restarted (a crash, an OOM kill, a deploy) - not a proxy timeout",
+         _next("Check the server's own log and exit status (journalctl, docker logs, dmesg "
+               "for the OOM killer) at that time, and its restart policy")),
+    Rule("abnormal_close_immediate", lambda f: f.dropped and f.age < IMMEDIATE_S,
+         lambda f: f"Close 1006 (no close frame) {f.age:.2f}s after the handshake: the "
+                   "connection is cut as soon as it opens - typically a proxy that is not set "
+                   "up for upgraded connections, or a crash in the server",
+         lambda f: f"In the proxy: {NGINX_UPGRADE}; then check the proxy's error.log and "
+                   "`grep WS_DIAGNOSTICS` in the server log"),
+    Rule("proxy_idle_timeout", lambda f: f.dropped and f.idle_timeout,
+         lambda f: f"Close 1006 (no close frame) after {f.age:.2f}s, {f.idle:.2f}s after the "
+                   f"last message: proxy idle timeout of about {_fmt(f.idle)} s; server ping "
+                   f"interval is {f.interval_text}",
+         lambda f: f"Lower WS_PING_INTERVAL below {_fmt(f.idle)} s (e.g. "
+                   + (f"{max(f.idle / 2, 0.1):.2g}" if f.idle < 10 else f"{f.idle / 2:.0f}")
+                   + f") or raise proxy_read_timeout above {f.interval_text} (nginx default "
+                   "60 s)"),
+    Rule("dropped_while_active", lambda f: f.dropped,
+         lambda f: f"Close 1006 (no close frame) after {f.age:.2f}s although "
+                   + ("heartbeats were" if f.ev.heartbeats_received else "messages were")
+                   + f" arriving (last message {f.idle:.2f}s before, ping interval "
+                   f"{f.interval_text}): not an idle timeout - a connection lifetime cap "
+                   "(e.g. a load balancer's), a network cut, or the server process dying",
+         _next("Check the proxy/load balancer's maximum connection duration and the server "
+               "log (`grep WS_DIAGNOSTICS`) at that time")),
+    Rule("server_closed",
+         lambda f: (f.ev.close_code is not None and f.ev.closed_by == "server"
+                    and f.ev.close_code != CloseCode.NORMAL),
+         lambda f: f"The server closed the connection: {f.ev.summary()}",
+         lambda f: "`grep WS_DIAGNOSTICS` in the server log for this client's close event"
+                   + ("; 1001 means a restart or deploy: reconnect and retry"
+                      if f.ev.close_code == CloseCode.GOING_AWAY else "")),
+    # -- findings: what a check measured on a connection that worked ------------------------
+    Rule("tool_error", _check("tool_error"),
+         lambda f: "ws-smoke itself failed, so some results are missing (shown as skipped): "
+                   f"{f.result.detail}",
+         _next("Rerun; if it repeats, report it as a ws-smoke bug with the --json output. "
+               "This says nothing about the target")),
+    Rule("no_heartbeat", _check("heartbeat"),
+         lambda f: (f"No heartbeat within {f.result.metrics.get('expected_interval_s', 0.0):g} "
+                    f"s interval + {f.result.metrics.get('grace_s', f.ctx.options.grace):g} s "
+                    "grace: the server's heartbeat is disabled or too slow"
+                    + _slower(f.result.metrics)),
+         _next("Set WS_PING_INTERVAL (below every proxy's idle timeout, e.g. 25 s for nginx's "
+               "60 s) and restart the server; `grep WS_DIAGNOSTICS` shows heartbeats_sent per "
+               "connection")),
+    Rule("mixed_content", _check("mixed_content"),
+         lambda f: f"Mixed content: {f.result.detail}; browsers block ws:// from https pages "
+                   "unless the host is loopback (localhost, 127.0.0.0/8, [::1])",
+         _next("Set WS_PUBLIC_URL=wss://HOST/ws (and PUBLIC_BASE_URL=https://HOST), with TLS "
+               "terminated at the proxy")),
+    Rule("origin_not_enforced", _check("origin_policy"),
+         lambda f: f"{f.result.detail}: the Origin check is not enforced (cross-site WebSocket "
+                   "hijacking is possible)",
+         _next("Check the service's handshake guard runs, and that the proxy passes the Origin "
+               "header through unchanged")),
+    Rule("slow_round_trips", _check("latency"),
+         lambda f: f"Round trips too slow: {f.result.detail}",
+         _next("Compare with --direct to see whether the proxy or the network adds it; check "
+               "server load")),
+    Rule("echo_mismatch", _check("echo_roundtrip", "ws_echo"),
+         lambda f: f"Echo not faithful: {f.result.detail}",
+         _next("A message serialization issue: check the proxy does not rewrite frames and the "
+               "server's echo handler")),
+    Rule("no_greeting", _check("echo_welcome", "health_status"),
+         lambda f: f"No greeting message: {f.result.detail}",
+         _next("The server is not this service or the endpoint is misconfigured: check the "
+               "URL's path and the server version")),
+    Rule("bad_config", _check("config"),
+         lambda f: f"Heartbeat config not sane: {f.result.detail}",
+         _next("Set WS_PING_INTERVAL and WS_PING_TIMEOUT (timeout below interval) and "
+               "restart")),
+    Rule("check_failed", _always,
+         lambda f: f"{f.result.title}: {f.result.detail}",
+         _next("See the check's detail")),
+)
+"""First match wins; ``check_failed`` is the catch-all, so every failed check is explained."""
+
+
+def _slower(metrics: dict[str, float]) -> str:
+    expected = metrics.get("expected_interval_s", 0.0)
+    server = metrics.get("server_interval_s", 0.0)
+    return (f"; the server's ping_interval is {server:g} s, above the expected {expected:g} s"
+            if server and server > expected else "")
+
+
+def explain(result: CheckResult, ctx: Context) -> Diagnosis:
+    """The first rule matching one failed check."""
+    ev = result.evidence
+    fact = Fact(result, ev if ev is not None else Evidence(url=""), ev is not None, ctx)
+    rule = next(r for r in RULES if r.when(fact))
+    return Diagnosis(code=rule.code, cause=rule.cause(fact), next_step=rule.next_step(fact),
+                     checks=[result.label])
 
 
 def diagnose(target: Target, options: Options, results: list[CheckResult], *,
@@ -324,11 +371,7 @@ def diagnose(target: Target, options: Options, results: list[CheckResult], *,
     for result in results:
         if result.status != "fail":
             continue
-        ev = result.evidence
-        diagnosis = (_transport(result, ev, ctx) if ev is not None else None) or _finding(
-            result, ctx)
-        if diagnosis is None:
-            continue
+        diagnosis = explain(result, ctx)
         key = f"{result.via}:{diagnosis.code}:{diagnosis.cause}"
         if key in merged:
             merged[key].checks.extend(diagnosis.checks)

@@ -31,6 +31,7 @@ from service.codes import CloseCode
 from service.messages import SERVER_MESSAGES, Echo, Heartbeat, WsEcho
 from smoke.model import ErrorKind, Evidence
 from smoke.target import Options
+from smoke.tls import classify, client_context, explain
 
 DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     path: msgspec.json.Decoder(union) for path, union in SERVER_MESSAGES.items()
@@ -68,9 +69,18 @@ class Probe:
         ev = self.evidence
         proxy: str | None = None
         try:
+            uri = parse_uri(ev.url)
             if self.options.use_env_proxy:
-                proxy = get_proxy(parse_uri(ev.url))
+                proxy = get_proxy(uri)
                 ev.proxy = proxy
+            where: dict[str, Any] = {}
+            address = self.options.address_for(uri.host, uri.port)
+            if address is not None:  # --resolve: this address, the URL's name for the rest
+                where = {"host": address, "port": uri.port}
+                ev.connected_to = address
+            if uri.secure:
+                where["ssl"] = client_context(self.options)
+                where["server_hostname"] = uri.host
             self._ws = await websockets.connect(
                 ev.url,
                 origin=Origin(self.origin) if self.origin is not None else None,
@@ -84,6 +94,7 @@ class Probe:
                 # websockets uses http(s)_proxy/all_proxy by default, which would silently
                 # check the proxy instead of the target: only with --use-env-proxy.
                 proxy=proxy,
+                **where,
             )
         except InvalidStatus as exc:
             response = exc.response
@@ -103,7 +114,8 @@ class Probe:
         except socket.gaierror as exc:
             self._fail("dns", f"cannot resolve host ({exc.strerror})")
         except ssl.SSLError as exc:
-            self._fail("tls", f"TLS handshake failed ({exc.reason or exc})")
+            ev.tls_error = classify(exc)
+            self._fail("tls", explain(ev.tls_error, exc))
         except TimeoutError:
             self._fail("connect_timeout",
                        f"no handshake response within {self.options.timeout:g}s")

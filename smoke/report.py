@@ -9,8 +9,8 @@ from pathlib import Path
 
 import msgspec
 
-from smoke.checks import TOOL_ERROR
 from smoke.model import Report
+from smoke.suite import TOOL_ERROR
 
 _MARK = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}
 
@@ -33,6 +33,8 @@ def render_text(report: Report, width: int | None = None) -> str:
     c = report.counts
     lines += ["", f"{c['pass']} passed, {c['fail']} failed, {c['skip']} skipped in "
               f"{report.duration_s:.1f}s (exit {report.exit_code})"]
+    for warning in report.warnings:
+        lines += textwrap.wrap(f"WARNING: {warning}", width, subsequent_indent="         ")
     if report.diagnoses:
         lines += ["", "Diagnoses:"]
         for i, d in enumerate(report.diagnoses, 1):
@@ -59,6 +61,8 @@ def junit_xml(report: Report) -> ET.ElementTree[ET.Element]:
     suite = ET.SubElement(suites, "testsuite", {"name": f"ws-smoke {report.target}", **totals})
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="target", value=report.target)
+    for warning in report.warnings:
+        ET.SubElement(props, "property", name="warning", value=warning)
     if report.direct:
         ET.SubElement(props, "property", name="direct", value=report.direct)
     for r in report.results:

@@ -8,10 +8,11 @@ import time
 
 from service.codes import CloseCode
 from service.messages import HealthStatus
-from smoke.checks import TOOL_ERROR, Suite
+from smoke.checks.http import get_health
 from smoke.diagnose import diagnose
 from smoke.model import CheckResult, Evidence, Report
 from smoke.probe import Probe, ProbeError
+from smoke.suite import TOOL_ERROR, Suite
 from smoke.target import Options, Target
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 2
@@ -50,7 +51,7 @@ async def _recheck_after_drop(suite: Suite, results: list[CheckResult]) -> None:
     url = suite.target.http("/health")
     for _ in range(3):  # a dying process can still accept, then reset: ask again at once
         probe = Evidence(url=url)
-        await asyncio.to_thread(suite.get_health, url, probe)
+        await asyncio.to_thread(get_health, suite.options, url, probe)
         if probe.error != "network":
             break
     if probe.error == "refused":
@@ -96,8 +97,12 @@ async def run_checks(target: Target, options: Options, direct: Target | None = N
     tool_error = any(r.name == TOOL_ERROR for r in results)
     exit_code = (EXIT_UNREACHABLE if unreachable or tool_error else
                  EXIT_FAILED if counts["fail"] else EXIT_OK)
+    warnings = [w for s in suites for w in s.run_state.warnings]
+    if options.insecure and not any("--insecure" in w for w in warnings):
+        warnings.append("--insecure: certificates are NOT verified")
     return Report(
         tool="ws-smoke", target=target.ws_base, direct=direct.ws_base if direct else None,
         started_at=started_at, duration_s=round(time.monotonic() - started, 3),
         exit_code=exit_code, counts=counts, results=results, diagnoses=diagnoses,
+        warnings=warnings, tls=suites[0].run_state.tls,
     )

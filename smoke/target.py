@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,6 +26,14 @@ class Target:
     @property
     def secure(self) -> bool:
         return self.ws_base.startswith("wss://")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.ws_base).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.ws_base).port or (443 if self.secure else 80)
 
     @property
     def hostport(self) -> str:
@@ -87,6 +96,19 @@ class Options:
     foreign_origin: str = "https://smoke-check.invalid"
     use_env_proxy: bool = False
     """Honour http_proxy/https_proxy/all_proxy (and no_proxy); by default no proxy is used."""
+    cacert: str | None = None
+    """PEM file of the CA(s) to trust instead of the system's (curl's ``--cacert``)."""
+    insecure: bool = False
+    """Do not verify certificates (curl's ``-k``): reported loudly, never silently."""
+    resolve: tuple[tuple[str, int, str], ...] = ()
+    """``(host, port, address)``: connect there, but keep ``host`` for SNI, Host and the
+    certificate check (curl's ``--resolve``)."""
+    cert_warn_days: float = 14.0
+
+    def address_for(self, host: str, port: int) -> str | None:
+        """The address ``--resolve`` chose for ``host:port``, if any."""
+        host = host.lower().strip("[]")
+        return next((a for h, p, a in self.resolve if h == host and p == port), None)
 
 
 _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
@@ -108,3 +130,24 @@ def parse_header(text: str) -> tuple[str, str]:
         shown = ", ".join(repr(c) for c in bad)
         raise UsageError(f"bad header value for {name}: control character(s) {shown}")
     return name, value
+
+
+def parse_resolve(text: str) -> tuple[str, int, str]:
+    """``HOST:PORT:ADDRESS`` as curl's ``--resolve`` takes it (an IPv6 address may be
+    bracketed); the address must be an IP address, since choosing it is the point."""
+    host, sep, rest = text.partition(":")
+    port_text, sep2, address = rest.partition(":")
+    if not (sep and sep2 and host and address):
+        raise UsageError(f"bad --resolve {text!r}: expected HOST:PORT:ADDRESS")
+    try:
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"bad --resolve {text!r}: port {port_text!r} is not 1-65535") from None
+    address = address.strip("[]")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise UsageError(f"bad --resolve {text!r}: {address!r} is not an IP address") from None
+    return host.lower(), port, address

@@ -12,11 +12,11 @@ import asyncio
 import msgspec
 import pytest
 
-from smoke.checks import percentile
 from smoke.diagnose import diagnose
-from smoke.model import CheckResult, Evidence, Report
+from smoke.model import CheckName, CheckResult, Evidence, Report
 from smoke.probe import Probe
 from smoke.report import junit_xml
+from smoke.stats import percentile
 from smoke.target import Options, UsageError, parse_header, parse_target
 from smoke.watch import Tally, _settle
 
@@ -61,7 +61,7 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([3.0], 99) == 3.0
 
 
-def _failed(name: str, ev: Evidence, **metrics: float) -> CheckResult:
+def _failed(name: CheckName, ev: Evidence, **metrics: float) -> CheckResult:
     return CheckResult(name=name, title=name, status="fail", duration_s=0.1, detail="x",
                        evidence=ev, metrics=metrics)
 
