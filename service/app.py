@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from service.diagnostics import configure_logging
 from service.endpoints import EchoEndpoint, HealthEndpoint, WsEndpoint, ping_config
 from service.messages import HealthResponse
+from service.metrics import MEDIA_TYPE, metrics_registry, render
 from service.registry import Registry
 from service.scheduler import Scheduler
 from service.security import handshake_middleware
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     health_config = ping_config(settings)
 
     def ws_route(endpoint: Endpoint) -> Any:
+        registry.endpoint_totals(endpoint.path)  # its series exist (at 0) from the start
         async def handler(socket: WebSocket[Any, Any, Any]) -> None:
             await Session(socket, endpoint, settings, registry, scheduler).run()
 
@@ -43,9 +45,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         return Response(body, status_code=503 if draining else 200)
 
+    collectors = metrics_registry(registry, scheduler)
+
+    @get("/metrics", sync_to_thread=False, include_in_schema=False)
+    def metrics() -> Response[bytes]:
+        # In the event loop, between two events: the counters it reads are consistent.
+        return Response(render(collectors), media_type=MEDIA_TYPE)
+
     return Litestar(
         route_handlers=[
             health,
+            *([metrics] if settings.metrics else []),
             ws_route(EchoEndpoint(settings)),
             ws_route(HealthEndpoint(settings)),
             ws_route(WsEndpoint()),

@@ -96,8 +96,10 @@ class Policy:
         self._pong_deadline = float("inf")
         limits = self.limits
         if limits.rate:
-            self._tokens = min(limits.burst, self._tokens + (now - self._refilled) * limits.rate)
-            self._refilled = now
+            if now > self._refilled:  # the driver's tick time may predate opened_at: no debit
+                self._tokens = min(limits.burst,
+                                   self._tokens + (now - self._refilled) * limits.rate)
+                self._refilled = now
             if self._tokens < 1:
                 return self.close(CloseCode.POLICY_VIOLATION,
                                   f"rate limit: over WS_RATE_LIMIT={limits.rate:g} messages/s")

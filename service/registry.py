@@ -1,14 +1,35 @@
-"""The open sessions of one process, so a shutdown can say goodbye to each of them."""
+"""The open sessions of one process, so a shutdown can say goodbye to each of them.
+
+It also keeps each endpoint's totals for ``/metrics`` (:mod:`service.metrics`): a closed
+session's counters are folded in once, at close, so they outlive the session object.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from service.session import GOING_AWAY
+from service.session import ABNORMAL, GOING_AWAY, POLICY_VIOLATION
 
 if TYPE_CHECKING:
     from service.session import Session
+
+
+class EndpointTotals:
+    """What the closed sessions of one endpoint did, in plain ints (read at scrape time)."""
+
+    __slots__ = ("closes", "heartbeats", "messages_in", "messages_out", "opened",
+                 "rate_limit_closes", "send_deadline_drops")
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closes: dict[tuple[int, str], int] = {}  # (close code, closed_by) -> count
+        self.messages_in = 0
+        self.messages_out = 0
+        self.heartbeats = 0
+        self.send_deadline_drops = 0
+        self.rate_limit_closes = 0
 
 
 class Registry:
@@ -17,18 +38,52 @@ class Registry:
         self._empty = asyncio.Event()
         self._empty.set()
         self.closing = False
+        self.totals: dict[str, EndpointTotals] = {}
+        self.refused: dict[str, int] = {}
+        """Handshakes refused before accept, by the metric's reason label."""
 
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def sessions(self) -> Iterator[Session]:
+        return iter(self._sessions)
+
+    def endpoint_totals(self, path: str) -> EndpointTotals:
+        totals = self.totals.get(path)
+        if totals is None:
+            totals = self.totals[path] = EndpointTotals()
+        return totals
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
     def add(self, session: Session) -> None:
         self._sessions.add(session)
         self._empty.clear()
+        self.endpoint_totals(session.endpoint.path).opened += 1
 
     def discard(self, session: Session) -> None:
-        self._sessions.discard(session)
+        if session in self._sessions:
+            self._sessions.remove(session)
+            self._fold(session)
         if not self._sessions:
             self._empty.set()
+
+    def _fold(self, session: Session) -> None:
+        """Add a closing session's counters to its endpoint's totals (once: it leaves the set)."""
+        totals = self.endpoint_totals(session.endpoint.path)
+        totals.messages_in += session.messages_in
+        totals.messages_out += session.messages_out
+        totals.heartbeats += session.policy.ping_count
+        close = session.policy.closed
+        key = (int(close.code), close.by) if close is not None else (int(ABNORMAL), "unknown")
+        totals.closes[key] = totals.closes.get(key, 0) + 1
+        if close is None or close.by != "server":
+            return
+        if close.code == ABNORMAL and not close.send_frame:
+            totals.send_deadline_drops += 1  # the policy's only frameless server close
+        elif close.code == POLICY_VIOLATION and (close.reason or "").startswith("rate limit"):
+            totals.rate_limit_closes += 1
 
     def shed(self, count: int, reason: str) -> int:
         """Ask up to ``count`` sessions, the newest first, to reconnect elsewhere (1001)."""

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from service.metrics import Buckets
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +39,8 @@ class Scheduler:
         """The time of the last tick: at most ``resolution`` old. Costs no clock call."""
         self.sending: set[Timed] = set()
         """Connections with a send in flight (the driver adds and removes itself)."""
+        self.lateness = Buckets()
+        """Heartbeat lateness in seconds (the driver observes each heartbeat; /metrics reads)."""
         self._slots: dict[int, set[Timed]] = {}
         self._slot_of: dict[Timed, int] = {}
         self._last_slot = self._slot(self.now)

@@ -26,6 +26,7 @@ from litestar.types import (
 )
 
 from service.diagnostics import log_event
+from service.metrics import REFUSAL_REASONS
 from service.registry import Registry
 from service.settings import Settings
 
@@ -82,6 +83,7 @@ def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[AS
                     active -= 1
                 return
             status, reason, text = refusal
+            registry.refuse(REFUSAL_REASONS.get(reason, "other"))
             client = scope.get("client")
             log_event(
                 "rejected", endpoint=scope["path"], status=status, reason=reason,

@@ -170,8 +170,10 @@ class Session:
     # --- the scheduler's callbacks -----------------------------------------------------------
 
     def on_timer(self, now: float) -> float | None:
+        due_at = self.policy.next_deadline()  # a heartbeat's grid time, when one is due now
         action = self.policy.due(now)
         if isinstance(action, Beat):
+            self.scheduler.lateness.observe(now - due_at)
             beat = asyncio.get_running_loop().create_task(self._send_beat(action.number))
             self._beats.add(beat)
             beat.add_done_callback(self._beats.discard)

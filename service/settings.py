@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     http_header_timeout: _Seconds = 10.0
     ws_control_socket: Annotated[str, msgspec.Meta(pattern=r"^(/\S+)?$")] = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         # A pong-aware client must be able to answer one heartbeat before the next is due.
@@ -108,6 +109,7 @@ ACCEPTS: dict[str, str] = {
     "HTTP_HEADER_TIMEOUT": "seconds a connection may take to send its request headers, >= 0.05",
     "WS_CONTROL_SOCKET": "an absolute path for the control socket (status, shed N); empty: none",
     "LOG_LEVEL": "one of debug, info, warning, error",
+    "METRICS": "true or false (also 1 or 0); false: no /metrics route",
 }
 _LIST_VARS = frozenset({"ALLOWED_ORIGINS"})
 _LOWER_VARS = frozenset({"LOG_LEVEL"})

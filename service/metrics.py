@@ -1,0 +1,167 @@
+"""Prometheus metrics read at scrape time from counters the connection core already keeps.
+
+The per-message path pays nothing for metrics: a session counts its messages in plain ints
+(``messages_in``/``messages_out``, which its close log line reports anyway), the policy counts
+heartbeats, and the registry folds a closed session's counts into its endpoint's
+:class:`EndpointTotals` once, at close. No ``prometheus_client`` object is touched per message
+or per connection: :class:`ServiceCollector` walks the registry when ``/metrics`` is scraped
+(in the event loop, so it sees a consistent picture), which costs O(open connections).
+
+Heartbeat lateness (how long after its grid time a heartbeat was handed to the sender: the
+scheduler's tick plus event-loop lag) is a :class:`Buckets` of plain ints, bumped once per
+heartbeat and exposed as a histogram.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from service.registry import Registry
+    from service.scheduler import Scheduler
+
+__all__ = ["CONTENT_TYPE", "LATENESS_BUCKETS", "MEDIA_TYPE", "Buckets", "ServiceCollector",
+           "metrics_registry", "render"]
+
+# The text format every Prometheus 2.x reads (the names here need no UTF-8 escaping), as
+# ``text/plain; version=0.0.4; charset=utf-8``; Litestar appends the charset to MEDIA_TYPE.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+MEDIA_TYPE = CONTENT_TYPE.removesuffix("; charset=utf-8")
+
+# Seconds. The scheduler ticks every 5-20 ms, so a healthy process sits in the first buckets;
+# the long tail is an event loop blocked by something (or a starved CPU).
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# The handshake middleware's log reasons (service/security.py), as the metric's label.
+REFUSAL_REASONS = {
+    "origin missing": "origin",
+    "origin not allowed": "origin",
+    "bad or missing bearer token": "auth",
+    "connection cap reached": "cap",
+    "draining": "draining",
+}
+
+
+class Buckets:
+    """A histogram's state in plain numbers: per-bucket counts (not cumulative), sum, count."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENESS_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: a value on a bound counts in
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) pairs, +Inf last, as HistogramMetricFamily takes them."""
+        running, out = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+class ServiceCollector(Collector):
+    """The service's own metrics, built from the registry and the scheduler at each scrape."""
+
+    def __init__(self, registry: Registry, scheduler: Scheduler) -> None:
+        self.registry = registry
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def _families(self) -> Iterator[Metric]:
+        registry = self.registry
+        # Per endpoint, what its open sessions hold: connections, messages in, out, heartbeats.
+        # (Registry.add files every session's endpoint in registry.totals.)
+        live = {path: [0, 0, 0, 0] for path in registry.totals}
+        for session in registry.sessions():
+            row = live[session.endpoint.path]
+            row[0] += 1
+            row[1] += session.messages_in
+            row[2] += session.messages_out
+            row[3] += session.policy.ping_count
+
+        endpoint = ["endpoint"]
+        opened = CounterMetricFamily(
+            "ws_kit_connections_opened", "WebSocket connections accepted", labels=endpoint)
+        open_ = GaugeMetricFamily(
+            "ws_kit_connections_open", "WebSocket connections open now", labels=endpoint)
+        closed = CounterMetricFamily(
+            "ws_kit_connections_closed",
+            "WebSocket connections ended, by close code and who closed (unknown: 1005, a close "
+            "without status or a dropped TCP connection)",
+            labels=["endpoint", "code", "closed_by"])
+        received = CounterMetricFamily(
+            "ws_kit_messages_received", "Data messages received from clients", labels=endpoint)
+        sent = CounterMetricFamily(
+            "ws_kit_messages_sent", "Messages sent to clients (replies, greetings, heartbeats)",
+            labels=endpoint)
+        beats = CounterMetricFamily(
+            "ws_kit_heartbeats_sent", "Application heartbeats sent", labels=endpoint)
+        drops = CounterMetricFamily(
+            "ws_kit_send_deadline_drops",
+            "Peers dropped (1006, no frame) because a send stayed blocked for WS_SEND_TIMEOUT",
+            labels=endpoint)
+        rate = CounterMetricFamily(
+            "ws_kit_rate_limit_closes", "Connections closed with 1008 for exceeding WS_RATE_LIMIT",
+            labels=endpoint)
+        for path, totals in sorted(registry.totals.items()):
+            now = live[path]
+            opened.add_metric([path], float(totals.opened))
+            open_.add_metric([path], float(now[0]))
+            for (code, by), count in sorted(totals.closes.items()):
+                closed.add_metric([path, str(code), by], float(count))
+            received.add_metric([path], float(totals.messages_in + now[1]))
+            sent.add_metric([path], float(totals.messages_out + now[2]))
+            beats.add_metric([path], float(totals.heartbeats + now[3]))
+            drops.add_metric([path], float(totals.send_deadline_drops))
+            rate.add_metric([path], float(totals.rate_limit_closes))
+        yield from (opened, open_, closed, received, sent, beats, drops, rate)
+
+        refused = CounterMetricFamily(
+            "ws_kit_handshakes_refused",
+            "WebSocket handshakes refused before accept, by reason (origin, auth, cap, draining)",
+            labels=["reason"])
+        for reason in sorted({*REFUSAL_REASONS.values(), *registry.refused}):
+            refused.add_metric([reason], float(registry.refused.get(reason, 0)))
+        yield refused
+
+        lateness = self.scheduler.lateness
+        yield HistogramMetricFamily(
+            "ws_kit_heartbeat_lateness_seconds",
+            "How long after its due time each heartbeat was handed to the sender",
+            buckets=lateness.cumulative(), sum_value=lateness.sum,
+        )
+        yield GaugeMetricFamily("ws_kit_draining", "1 while the instance drains (shutdown)",
+                                value=1.0 if registry.closing else 0.0)
+
+
+def metrics_registry(registry: Registry, scheduler: Scheduler) -> CollectorRegistry:
+    """A private registry (not prometheus_client's global one): this service and the process."""
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(ServiceCollector(registry, scheduler))
+    ProcessCollector(registry=collectors)
+    return collectors
+
+
+def render(collectors: CollectorRegistry) -> bytes:
+    """The text exposition format, version 0.0.4 (:data:`CONTENT_TYPE`)."""
+    return generate_latest(collectors)

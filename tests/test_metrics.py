@@ -1,0 +1,315 @@
+"""``/metrics``: exact counter deltas for a known sequence, the nginx allow-list, the
+dashboard's and the alert rules' metric names against a real scrape, ``promtool``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from service.metrics import CONTENT_TYPE, LATENESS_BUCKETS
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MONITORING = ROOT / "monitoring"
+DASHBOARD = MONITORING / "grafana-dashboard.json"
+RULES = MONITORING / "alerts.yml"
+ALLOWED = "http://localhost:3000"
+T = TypeVar("T")
+
+# The smoke checker's exporter (``ws-smoke watch --metrics-port``) and textfile
+# (``ws-smoke --prometheus``) names the dashboard and the rules may use: issue 12's contract.
+SMOKE_METRICS = {
+    "ws_smoke_up": "gauge",
+    "ws_smoke_drops_total": "counter",
+    "ws_smoke_reconnect_seconds": "histogram",
+    "ws_smoke_heartbeat_gap_seconds": "histogram",
+    "ws_smoke_last_diagnosis_info": "gauge",
+    "ws_smoke_check_passed": "gauge",
+}
+
+
+class Service(Protocol):
+    """What the ``service`` / ``start_service`` fixtures hand out (see tests/conftest.py)."""
+
+    port: int
+    http: str
+    ws: str
+
+    @property
+    def lines(self) -> list[str]: ...
+
+    def wait_for_line(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str: ...
+
+
+Sample = tuple[str, frozenset[tuple[str, str]]]
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, 30)
+
+    return asyncio.run(bounded())
+
+
+def get(url: str, source: str | None = None) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET, from the local address ``source`` if given."""
+    if source is None:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.headers["content-type"], response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers["content-type"], exc.read().decode()
+    host, _, rest = url.removeprefix("http://").partition("/")
+    address, port = host.rsplit(":", 1)
+    with socket.create_connection((address, int(port)), timeout=10,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(f"GET /{rest} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.decode().partition("\r\n\r\n")
+    status = int(head.split()[1])
+    ctype = re.search(r"(?im)^content-type:\s*(.+?)\s*$", head)
+    return status, ctype.group(1) if ctype else "", body
+
+
+def scrape(service: Service) -> dict[Sample, float]:
+    status, ctype, body = get(f"{service.http}/metrics")
+    assert status == 200, body
+    assert ctype == CONTENT_TYPE
+    return parse(body)
+
+
+def parse(text: str) -> dict[Sample, float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def delta(before: dict[Sample, float], after: dict[Sample, float]) -> dict[Sample, float]:
+    """What changed, without the process metrics (CPU, memory, fds move on their own)."""
+    return {
+        key: after[key] - before.get(key, 0.0)
+        for key in after
+        if key[0].startswith("ws_kit_") and after[key] != before.get(key, 0.0)
+    }
+
+
+def s(name: str, **labels: str) -> Sample:
+    return name, frozenset(labels.items())
+
+
+async def close_after_rate_limit(url: str) -> int | None:
+    """Three pings (the burst), then one more at once: the server closes with 1008."""
+    async with connect(url) as ws:
+        for _ in range(3):
+            await ws.send('{"type":"ping"}')
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
+        await ws.send('{"type":"ping"}')
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+
+async def echo_twice_and_close(ws: ClientConnection) -> None:
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "welcome"
+    for n in range(2):
+        await ws.send(json.dumps({"type": "test", "data": n}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "echo"
+    await ws.close(1000)
+
+
+def test_known_sequence_gives_exact_counter_deltas(start_service: Callable[..., Service]) -> None:
+    # Heartbeats every 30 s: none falls inside the test, so every count below is exact.
+    service = start_service(WS_PING_INTERVAL="30", WS_PING_TIMEOUT="10", WS_RATE_LIMIT="5",
+                            WS_RATE_BURST="3")
+    before = scrape(service)
+    assert before[s("ws_kit_connections_opened_total", endpoint="/ws/echo")] == 0
+    start = len(service.lines)
+
+    async def connects() -> dict[Sample, float]:
+        first = await connect(f"{service.ws}/ws/echo", origin=ALLOWED)  # type: ignore[arg-type]
+        second = await connect(f"{service.ws}/ws/echo", origin=ALLOWED)  # type: ignore[arg-type]
+        during = await asyncio.to_thread(scrape, service)
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"{service.ws}/ws", origin="http://evil.example")  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403
+        await echo_twice_and_close(first)
+        await echo_twice_and_close(second)
+        assert await close_after_rate_limit(f"{service.ws}/ws") == 1008
+        return during
+
+    during = run(connects())
+    assert during[s("ws_kit_connections_open", endpoint="/ws/echo")] == 2
+    # A session's counts move into its endpoint's totals before its close line is logged.
+    for _ in range(3):
+        start = service.lines.index(
+            service.wait_for_line(r'"event":"close"', start=start), start) + 1
+    after = scrape(service)
+    assert delta(before, after) == {
+        s("ws_kit_connections_opened_total", endpoint="/ws/echo"): 2,
+        s("ws_kit_connections_opened_total", endpoint="/ws"): 1,
+        s("ws_kit_connections_closed_total", endpoint="/ws/echo", code="1000",
+          closed_by="client"): 2,
+        s("ws_kit_connections_closed_total", endpoint="/ws", code="1008", closed_by="server"): 1,
+        s("ws_kit_handshakes_refused_total", reason="origin"): 1,
+        s("ws_kit_messages_received_total", endpoint="/ws/echo"): 4,
+        s("ws_kit_messages_received_total", endpoint="/ws"): 4,  # the 4th broke the limit
+        s("ws_kit_messages_sent_total", endpoint="/ws/echo"): 6,  # 2 welcomes + 4 echoes
+        s("ws_kit_messages_sent_total", endpoint="/ws"): 3,
+        s("ws_kit_rate_limit_closes_total", endpoint="/ws"): 1,
+    }
+    for path in ("/ws", "/ws/echo", "/ws/health"):
+        assert after[s("ws_kit_connections_open", endpoint=path)] == 0
+    for name in ("process_resident_memory_bytes", "process_open_fds",
+                 "process_cpu_seconds_total"):
+        assert after[s(name)] > 0, name
+
+
+def test_heartbeats_and_their_lateness(service: Service) -> None:
+    """Heartbeats on the 0.4 s grid; every one is in the lateness histogram, late by little."""
+
+    async def three_beats() -> None:
+        async with connect(f"{service.ws}/ws/health") as ws:
+            beats = 0
+            while beats < 3:
+                beats += json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "heartbeat"
+
+    run(three_beats())
+    service.wait_for_line(r'"event":"close"')
+    after = scrape(service)
+    sent = sum(after[s("ws_kit_heartbeats_sent_total", endpoint=p)]
+               for p in ("/ws", "/ws/echo", "/ws/health"))
+    assert sent == after[s("ws_kit_heartbeats_sent_total", endpoint="/ws/health")] >= 3
+    assert after[s("ws_kit_heartbeat_lateness_seconds_count")] == sent
+    buckets = [after[s("ws_kit_heartbeat_lateness_seconds_bucket", le=str(b))]
+               for b in LATENESS_BUCKETS]
+    assert buckets == sorted(buckets), "cumulative"
+    assert after[s("ws_kit_heartbeat_lateness_seconds_bucket", le="+Inf")] == sent
+    # The tick is 10 ms at this interval: an idle process hands each beat over within 0.5 s.
+    assert after[s("ws_kit_heartbeat_lateness_seconds_bucket", le="0.5")] == sent
+    assert 0 <= after[s("ws_kit_heartbeat_lateness_seconds_sum")] <= 0.5 * sent
+
+
+def test_metrics_setting_turns_the_route_off(start_service: Callable[..., Service]) -> None:
+    service = start_service(METRICS="false")
+    assert get(f"{service.http}/metrics")[0] == 404
+    assert get(f"{service.http}/health")[0] == 200
+
+
+# --- nginx: /metrics only for the allow-list ------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def render(out: Path, **extra: Any) -> subprocess.CompletedProcess[str]:
+    """The nginx role's site, rendered by Ansible (infra/tests/render.yml) with ``extra``."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "infra" / "roles"),
+           "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "infra/tests/inventory.yml",
+         "infra/tests/render.yml", "-e", f"render_dir={out}", "-e", json.dumps(extra)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Callable[[str], int]]:
+    """Start nginx on a rendered site file; the port it listens on."""
+    procs: list[subprocess.Popen[bytes]] = []
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+
+    def start(site: str) -> int:
+        folder = tmp_path / f"nginx{len(procs)}"
+        folder.mkdir()
+        (folder / "site.conf").write_text(site)
+        (folder / "nginx.conf").write_text(
+            f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n"
+            f"events {{}}\nhttp {{ access_log off; client_body_temp_path {folder}; "
+            f"proxy_temp_path {folder}; include {folder}/site.conf; }}\n"
+        )
+        argv = [binary, "-p", str(folder), "-c", str(folder / "nginx.conf")]
+        check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stderr
+        proc = subprocess.Popen([*argv, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        port = int(re.findall(r"listen 127\.0\.0\.1:(\d+);", site)[0])
+        deadline = time.monotonic() + 20
+        while True:  # nginx says nothing when it listens: poll its port, bounded
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                assert proc.poll() is None, (folder / "error.log").read_text()
+                assert time.monotonic() < deadline, f"nginx never listened on {port}"
+                time.sleep(0.02)
+            else:
+                return port
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_nginx_serves_metrics_only_to_the_allow_list(
+    tmp_path: Path, service: Service, nginx: Callable[[str], int]
+) -> None:
+    assert yaml.safe_load((ROOT / "infra/roles/nginx/defaults/main.yml").read_text())[
+        "nginx_metrics_allow"] == [], "nobody by default"
+    listen = free_port()
+    proc = render(tmp_path / "site", nginx_listen_address="127.0.0.1", nginx_listen_port=listen,
+                  api_port=service.port, api_instances=1, nginx_metrics_allow=["127.0.0.2"])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    port = nginx((tmp_path / "site" / "nginx.conf").read_text())
+    assert port == listen
+    url = f"http://127.0.0.1:{port}/metrics"
+    status, _, _ = get(url, source="127.0.0.1")
+    assert status == 403, "an address not in nginx_metrics_allow"
+    status, ctype, body = get(url, source="127.0.0.2")
+    assert status == 200
+    assert ctype == CONTENT_TYPE
+    assert s("ws_kit_connections_opened_total", endpoint="/ws") in parse(body)
+    assert get(f"http://127.0.0.1:{port}/health", source="127.0.0.1")[0] == 200
+
+    default = render(tmp_path / "default", api_port=service.port, api_instances=1)
+    assert default.returncode == 0, default.stdout[-3000:]
+    block = re.search(r"location = /metrics \{(.*?)\}", (tmp_path / "default" / "nginx.conf")
+                      .read_text(), re.DOTALL)
+    assert block is not None
+    assert [line.strip() for line in block.group(1).strip().splitlines()] == [
+        "deny all;", "proxy_pass http://ws_kit_api;"]
+
+
+def test_role_refuses_an_allow_list_that_is_not_addresses(tmp_path: Path) -> None:
+    proc = render(tmp_path, nginx_metrics_allow=["10.0.0.0/8", "prometheus.internal"])
+    assert proc.returncode != 0
+    assert "nginx_metrics_allow must be a list of IPv4/IPv6 addresses or CIDRs" in proc.stdout
+    assert not (tmp_path / "nginx.conf").exists()
