@@ -30,7 +30,9 @@ Exit status:
 
 Failed handshakes alone (refused, HTTP 502/503 while a backend drains) do not fail the run:
 they are counted, with their HTTP statuses, and lengthen the gap they fall into.
-``--json FILE`` writes all of it at exit (:class:`WatchReport`).
+``--json FILE`` writes all of it at exit (:class:`WatchReport`). ``--metrics-port PORT``
+serves it live for Prometheus while the watch runs (:mod:`smoke.exporter`), with the
+diagnosis of the last drop, error or failed attempt.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ import msgspec
 
 from service.codes import CloseCode, close_code_name
 from service.messages import HealthStatus, Heartbeat
-from smoke.model import Evidence
+from smoke.diagnose import diagnose
+from smoke.exporter import WatchMetrics, metrics_url
+from smoke.model import CheckResult, Evidence
 from smoke.probe import Probe, ProbeError
 from smoke.target import Options, Target
 
@@ -150,6 +154,10 @@ class Tally:
     error_records: list[ErrorRecord] = field(default_factory=list)
     failed_kinds: Counter[str] = field(default_factory=Counter)
     failed_statuses: Counter[int] = field(default_factory=Counter)
+    metrics: WatchMetrics | None = None
+    """The live exporter (``--metrics-port``), told of every event."""
+    ping_interval: float | None = None
+    """The server's, from the last greeting: the diagnoses judge idle times by it."""
     _pending: list[tuple[float, DropRecord | ErrorRecord]] = field(default_factory=list)
     """Drops and errors not yet followed by a greeting: (monotonic time, record)."""
 
@@ -165,6 +173,8 @@ class Tally:
         self.ages.append(age)
         self.drop_records.append(record)
         self._pending.append((now, record))
+        if self.metrics is not None:
+            self.metrics.dropped(record.code)
         return record
 
     def errored(self, ev: Evidence, age: float) -> ErrorRecord:
@@ -175,6 +185,8 @@ class Tally:
         self.ages.append(age)
         self.error_records.append(record)
         self._pending.append((now, record))
+        if self.metrics is not None:
+            self.metrics.errored(record.kind)
         return record
 
     def failed(self, ev: Evidence) -> None:
@@ -182,8 +194,10 @@ class Tally:
         self.failed_kinds[ev.error or "unknown"] += 1
         if ev.http_status is not None and ev.http_status != 101:
             self.failed_statuses[ev.http_status] += 1
+        if self.metrics is not None:
+            self.metrics.failed_attempt(ev.error or "unknown", ev.http_status)
 
-    def greeted(self) -> list[float]:
+    def greeted(self, ping_interval: float | None = None) -> list[float]:
         """A greeting arrived: the gaps of every drop and error still waiting for one."""
         now = time.monotonic()
         gaps = []
@@ -191,7 +205,16 @@ class Tally:
             record.gap_s = round(now - at, 3)
             gaps.append(record.gap_s)
         self._pending.clear()
+        self.ping_interval = ping_interval
+        if self.metrics is not None:
+            self.metrics.connected(gaps, ping_interval)
         return gaps
+
+    def heartbeat(self, gap: float) -> None:
+        """A heartbeat, ``gap`` seconds after the previous one (or the greeting)."""
+        self.heartbeats += 1
+        if self.metrics is not None:
+            self.metrics.heartbeat(gap)
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -292,6 +315,32 @@ class Backoff:
         return window, wait
 
 
+# -- diagnoses -------------------------------------------------------------------------------
+
+
+def diagnosis_code(ev: Evidence, target: Target, options: Options,
+                   ping_interval: float | None) -> str:
+    """The check mode's diagnosis of one failed attempt, drop or error (its code).
+
+    The evidence is judged as the check whose failure it resembles: a failed attempt as the
+    handshake, a stalled connection as a missing heartbeat, a drop as the sustained
+    connection. Watch does not ask ``GET /health`` after a 1006, so a dead backend shows as a
+    drop while active, not as ``backend_gone``.
+    """
+    name: Literal["handshake", "heartbeat", "sustained"] = (
+        "handshake" if not ev.opened else
+        "heartbeat" if ev.close_code is None and ev.error == "stalled" else "sustained")
+    metrics = ({"expected_interval_s": ping_interval or 0.0, "grace_s": options.grace}
+               if name == "heartbeat" else {})
+    result = CheckResult(name=name, title=f"ws-smoke watch {name}", status="fail",
+                         duration_s=0.0, detail=ev.error_detail or ev.summary(), evidence=ev,
+                         metrics=metrics)
+    found = diagnose(target, options, [result], ping_interval=ping_interval)
+    if found:
+        return found[0].code
+    return ev.error or (f"closed_{ev.close_code}" if ev.close_code is not None else "unknown")
+
+
 # -- one connection ----------------------------------------------------------------------------
 
 
@@ -299,8 +348,9 @@ async def _session(probe: Probe, tally: Tally, stop: asyncio.Event) -> bool:
     """One connection until it drops or misbehaves (True, ProbeError) or we stop (False)."""
     options = probe.options
     greeting = await probe.recv_until(HealthStatus, time.monotonic() + options.timeout)
-    gaps = tally.greeted()
+    last_beat = time.monotonic()
     interval = greeting.config.ping_interval if greeting.config else None
+    gaps = tally.greeted(float(interval) if interval else None)
     _log(f"connected {probe.evidence.url} client_id={greeting.client_id} "
          f"ping_interval={interval}")
     if gaps:
@@ -329,7 +379,9 @@ async def _session(probe: Probe, tally: Tally, stop: asyncio.Event) -> bool:
                                        f"{options.grace:g}s) on an open connection")
                 raise
             if isinstance(message, Heartbeat):
-                tally.heartbeats += 1
+                now = time.monotonic()
+                tally.heartbeat(now - last_beat)
+                last_beat = now
                 await probe.answer(message)
     finally:
         stopping.cancel()
@@ -368,18 +420,41 @@ async def _settle(probe: Probe, tally: Tally, ended: bool) -> Settled:
 
 async def watch(target: Target, options: Options, *, duration: float | None = None,
                 max_backoff: float = 30.0, jitter: float = DEFAULT_JITTER,
-                max_gap: float = DEFAULT_MAX_GAP, json_path: Path | None = None) -> int:
+                max_gap: float = DEFAULT_MAX_GAP, json_path: Path | None = None,
+                metrics_port: int | None = None, metrics_address: str = "127.0.0.1") -> int:
     """Exit status: see the module docstring (0 clean or only 1001 moves back within
-    ``max_gap``, 1 other drops, errors or long gaps, 2 never connected)."""
+    ``max_gap``, 1 other drops, errors or long gaps, 2 never connected or the metrics port
+    cannot be bound)."""
+    url = target.ws("/ws/health")
+    metrics: WatchMetrics | None = None
+    if metrics_port is not None:
+        metrics = WatchMetrics(url)
+        try:
+            host, port = metrics.serve(metrics_address, metrics_port)
+        except OSError as exc:
+            _log(f"cannot serve metrics on {metrics_address} port {metrics_port}: {exc}")
+            return 2
+        _log(f"metrics on {metrics_url(host, port)}")
+    try:
+        return await _watch(target, options, url, metrics, duration=duration,
+                            max_backoff=max_backoff, jitter=jitter, max_gap=max_gap,
+                            json_path=json_path)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+async def _watch(target: Target, options: Options, url: str, metrics: WatchMetrics | None, *,
+                 duration: float | None, max_backoff: float, jitter: float, max_gap: float,
+                 json_path: Path | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     if duration is not None:
         loop.call_later(duration, stop.set)
-    tally = Tally()
+    tally = Tally(metrics=metrics)
     backoff = Backoff(max_backoff=max_backoff, jitter=jitter)
-    url = target.ws("/ws/health")
     _log(f"watching {url} (Ctrl-C to stop)")
     try:
         while not stop.is_set():
@@ -394,10 +469,16 @@ async def watch(target: Target, options: Options, *, duration: float | None = No
                 if not ev.opened:
                     tally.failed(ev)
                     _log(f"connect failed: {exc}")
+                    if metrics is not None:
+                        metrics.diagnosed(diagnosis_code(ev, target, options,
+                                                         tally.ping_interval))
                 else:
                     dropped = True
             settled: Settled = "keep"
             if probe.evidence.opened:
+                if dropped and metrics is not None:  # before _settle closes it: as it ended
+                    metrics.diagnosed(diagnosis_code(probe.evidence, target, options,
+                                                     tally.ping_interval))
                 settled = await _settle(probe, tally, dropped)
                 backoff.settle(settled)  # a 1001: the backend drains, come back soon
             if stop.is_set():
@@ -411,6 +492,8 @@ async def watch(target: Target, options: Options, *, duration: float | None = No
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if metrics is not None:
+            metrics.stopped()
     elapsed = time.monotonic() - tally.started
     _log(tally.summary(elapsed, max_gap))
     sys.stdout.flush()
