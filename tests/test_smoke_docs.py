@@ -1,0 +1,67 @@
+"""The diagnosis vocabulary is one table, and the documents say what the code does.
+
+docs/smoke.md lists exactly the ``DiagnosisCode``s; each README troubleshooting row names a
+code that a test really produces: against the real service and nginx (tests/test_smoke.py,
+tests/test_smoke_tls.py), or, for a row marked *(rule test)*, from recorded evidence
+(tests/test_smoke_units.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import get_args
+
+from smoke.diagnose import RULES
+from smoke.model import TITLES, CheckName, DiagnosisCode
+
+ROOT = Path(__file__).resolve().parent.parent
+CODES = set(get_args(DiagnosisCode))
+REAL_TESTS = ("test_smoke.py", "test_smoke_tls.py")
+RULE_TESTS = ("test_smoke_units.py",)
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start:end if end != -1 else None]
+
+
+def _asserted(code: str, files: tuple[str, ...]) -> bool:
+    """``code`` appears as a string literal in one of the test files."""
+    return any(f'"{code}"' in (ROOT / "tests" / f).read_text() for f in files)
+
+
+def test_every_code_comes_from_the_rule_table_or_the_direct_comparison() -> None:
+    from_rules = [r.code for r in RULES]
+    assert len(from_rules) == len(set(from_rules)), "a code given by two rules"
+    assert CODES - set(from_rules) == {"proxy_configuration", "backend_problem"}
+    assert RULES[-1].code == "check_failed", "the catch-all must be last"
+
+
+def test_docs_list_exactly_the_codes() -> None:
+    table = _section((ROOT / "docs" / "smoke.md").read_text(), "### Diagnosis codes")
+    listed = set(re.findall(r"^\| `([a-z_0-9]+)` \|", table, re.MULTILINE))
+    assert listed == CODES, f"missing: {CODES - listed}, not codes: {listed - CODES}"
+
+
+def test_docs_list_every_check() -> None:
+    text = (ROOT / "docs" / "smoke.md").read_text()
+    assert set(get_args(CheckName)) == set(TITLES)
+    missing = [name for name in TITLES if f"`{name}`" not in text]
+    assert not missing
+
+
+def test_every_readme_troubleshooting_row_is_produced_by_a_test() -> None:
+    table = _section((ROOT / "README.md").read_text(), "## Troubleshooting")
+    rows = [line for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith(("| Symptom", "|---"))]
+    assert rows
+    for row in rows:
+        codes = re.findall(r"\[([a-z_0-9]+)\]", row)
+        assert codes, f"a row without a [code]: {row[:80]}"
+        for code in codes:
+            assert code in CODES, f"{code} in the README is not a DiagnosisCode"
+            files = RULE_TESTS if "*(rule test)*" in row else REAL_TESTS
+            assert _asserted(code, files), (
+                f"README row {row[:60]!r}: no test in {files} asserts {code!r}")
