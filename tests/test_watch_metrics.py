@@ -22,10 +22,15 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+from smoke.exporter import report_registry
+from smoke.model import CheckResult, Report, TlsFacts
 
 WS_SMOKE = str(Path(sys.executable).parent / "ws-smoke")
 REPO = Path(__file__).resolve().parent.parent
@@ -302,3 +307,23 @@ def test_prometheus_textfile_unreachable(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "cannot write" in run.stderr
     assert os.listdir(tmp_path) == ["ws_smoke.prom"]
+
+
+def test_textfile_certificate_expiry() -> None:
+    """A wss:// run's certificate facts become its expiry as a timestamp, to alert on days
+    left (``... - time() < 14 * 86400``); a ws:// run has no such series."""
+    not_after = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    report = Report(tool="ws-smoke", target="wss://ws-kit.test:9443", direct=None,
+                    started_at=1_800_000_000.0, duration_s=1.5, exit_code=0,
+                    counts={"pass": 1, "fail": 0, "skip": 0},
+                    results=[CheckResult(name="tls", title="TLS", status="pass",
+                                         duration_s=0.1, detail="ok")],
+                    diagnoses=[], tls=TlsFacts(not_after=not_after.isoformat(), days_left=90))
+    samples = parse(generate_latest(report_registry(report)).decode())
+    assert value(samples, "ws_smoke_tls_cert_expiry_timestamp_seconds",
+                 target="wss://ws-kit.test:9443") == not_after.timestamp()
+    assert value(samples, "ws_smoke_last_run_timestamp_seconds",
+                 target="wss://ws-kit.test:9443") == 1_800_000_001.5
+    report.tls = None
+    samples = parse(generate_latest(report_registry(report)).decode())
+    assert series(samples, "ws_smoke_tls_cert_expiry_timestamp_seconds") == {}
