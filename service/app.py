@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, WebSocket, get, websocket
 from litestar.datastructures import State
 
+from service.check_page import check_page_route
 from service.diagnostics import configure_logging
 from service.endpoints import EchoEndpoint, HealthEndpoint, WsEndpoint, ping_config
 from service.messages import HealthResponse
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             health,
+            check_page_route(settings),
             *([metrics] if settings.metrics else []),
             ws_route(EchoEndpoint(settings)),
             ws_route(HealthEndpoint(settings)),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from litestar.enums import ScopeType
 from litestar.types import (
@@ -40,8 +41,22 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def origin_of(url: str) -> str:
+    """The Origin a browser sends from a page under ``url``: scheme://host[:port], lower-case,
+    without a default port (RFC 6454)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.netloc.rpartition("@")[2].lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme)
+    if default and host.endswith(default):
+        host = host[: -len(default)]
+    return f"{scheme}://{host}"
+
+
 def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[ASGIApp], ASGIApp]:
-    allowed = frozenset(settings.allowed_origins)
+    # The service's own public origin (PUBLIC_BASE_URL) is where /ws-check is served from:
+    # accepted without being listed, so the check page works wherever the service is.
+    allowed = frozenset(settings.allowed_origins) | {origin_of(settings.base_url)}
     token = settings.ws_auth_token.encode() if settings.ws_auth_token else None
 
     def check(scope: Scope) -> tuple[int, str, str] | None:

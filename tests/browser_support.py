@@ -14,6 +14,8 @@ after ``HOLD_TIMEOUT`` and the test fails with the dumped DOM and console.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import datetime
 import html
 import ipaddress
@@ -34,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from websockets.sync.client import connect
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOLD_TIMEOUT = 20.0
@@ -107,6 +110,7 @@ function attempt(url) {{
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     page = b""
+    headers: dict[str, str] = {}  # noqa: RUF012 - replaced, never mutated
     tls: ssl.SSLContext | None = None
     finished: threading.Event
 
@@ -138,6 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if path == "/":
+            for name, value in self.server.headers.items():
+                self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -164,6 +171,11 @@ class PageServer:
         config = json.dumps({"urls": urls, "payload": payload}).replace("</", "<\\/")
         self._httpd.page = PAGE.format(config=config).encode()
         self._httpd.finished.clear()
+
+    def serve(self, page: bytes, headers: dict[str, str]) -> None:
+        """Serve ``page`` as it is (another page than the test page) with ``headers``."""
+        self._httpd.page = page
+        self._httpd.headers = dict(headers)
 
     def close(self) -> None:
         self._httpd.finished.set()
@@ -260,3 +272,178 @@ def run_chromium(url: str, profile: Path, *, budget_ms: int = 10_000,
     attempts: list[dict[str, Any]] = json.loads(html.unescape(found.group(1)))
     return BrowserRun(done.stdout, console, done.stderr, seconds, attempts)
 
+
+
+# --- Chromium driven over the DevTools protocol -------------------------------------------------
+
+_DEVTOOLS = re.compile(r"DevTools listening on (ws://127\.0\.0\.1:\d+/\S+)")
+DONE_EXPRESSION = """new Promise((resolve) => {
+  const report = () => document.getElementById("ws-check-report").textContent;
+  if (document.documentElement.dataset.wsCheck) resolve(report());
+  else document.addEventListener("ws-check-done", () => resolve(report()), {once: true});
+})"""
+"""Resolves with the check page's report once the page says it is done (an event, not a poll)."""
+
+
+class Chromium:
+    """Headless Chromium with a DevTools session on one page (``--remote-debugging-port=0``:
+    the browser picks a free 127.0.0.1 port and prints it, so nothing is guessed).
+
+    ``open`` navigates and returns after the load event; ``evaluate`` can await a promise the
+    page resolves (the check page's ``ws-check-done`` event), so tests wait on the page's own
+    events. Console messages and browser log entries (CSP, mixed content) are collected.
+    """
+
+    def __init__(self, profile: Path, *, width: int = 1000, height: int = 900) -> None:
+        assert CHROMIUM, "chromium is not installed: apt-get install -y chromium (scripts/test.sh)"
+        argv = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+            "--ignore-certificate-errors", "--no-first-run", "--no-default-browser-check",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-default-apps", "--disable-extensions", "--hide-scrollbars",
+            f"--user-data-dir={profile}", f"--host-resolver-rules={RESOLVER_RULES}",
+            f"--window-size={width},{height}", "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0", "about:blank",
+        ]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.stderr: list[str] = []
+        self.console: list[str] = []
+        self._ready = threading.Event()
+        self._endpoint = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(30) or not self._endpoint:
+            self.close()
+            raise AssertionError("chromium printed no DevTools endpoint:\n"
+                                 + "\n".join(self.stderr[-30:]))
+        self._stack = contextlib.ExitStack()
+        self._ws = self._stack.enter_context(connect(
+            self._endpoint, proxy=None, max_size=None, ping_interval=None, open_timeout=10))
+        self._next_id = 0
+        self._events: list[dict[str, Any]] = []
+        self.session = ""
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip("\n"))
+            found = _DEVTOOLS.search(line)
+            if found and not self._ready.is_set():
+                self._endpoint = found.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    def call(self, method: str, params: dict[str, Any] | None = None,
+             timeout: float = 30.0) -> dict[str, Any]:
+        """One DevTools command on the page's session; events read meanwhile are kept."""
+        self._next_id += 1
+        ident = self._next_id
+        message: dict[str, Any] = {"id": ident, "method": method, "params": params or {}}
+        if self.session and not method.startswith("Target."):
+            message["sessionId"] = self.session
+        self._ws.send(json.dumps(message))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no answer to {method} within {timeout}s; console:\n"
+                                     + "\n".join(self.console))
+            try:
+                reply: dict[str, Any] = json.loads(self._ws.recv(timeout=left))
+            except TimeoutError:
+                continue
+            if reply.get("id") == ident:
+                if "error" in reply:
+                    raise AssertionError(f"{method} failed: {reply['error']}")
+                result: dict[str, Any] = reply.get("result", {})
+                return result
+            self._event(reply)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.consoleAPICalled":
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
+            self.console.append(f"console.{params['type']}: {text}")
+        elif method == "Log.entryAdded":
+            entry = params["entry"]
+            self.console.append(f"{entry['source']}.{entry['level']}: {entry['text']}")
+        elif method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            self.console.append(f"exception: {details.get('exception', {}).get('description')}"
+                                f" {details.get('text')}")
+
+    def _wait_event(self, method: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self._events:
+                if event.get("method") == method:
+                    self._events.remove(event)
+                    return event
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {method} within {timeout}s; console:\n"
+                                     + "\n".join(self.console))
+            try:
+                self._event(json.loads(self._ws.recv(timeout=left)))
+            except TimeoutError:
+                continue
+
+    def open(self, url: str, *, width: int = 1000, height: int = 900, mobile: bool = False,
+             timeout: float = 30.0) -> None:
+        """A new page at ``url`` (``width`` x ``height`` CSS pixels), after its load event."""
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.call("Target.attachToTarget",
+                                 {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable")
+        self.call("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 2 if mobile else 1,
+            "mobile": mobile})
+        self.call("Page.navigate", {"url": url})
+        self._wait_event("Page.loadEventFired", timeout)
+
+    def evaluate(self, expression: str, timeout: float = 30.0) -> Any:
+        """``expression``'s value; a promise is awaited (in the page, up to ``timeout``)."""
+        result = self.call("Runtime.evaluate", {
+            "expression": expression, "awaitPromise": True, "returnByValue": True,
+            "timeout": int(timeout * 1000)}, timeout=timeout + 5)
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression[:60]!r} threw: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def report(self, timeout: float) -> dict[str, Any]:
+        """The check page's report, once the page is done (fails with the console if not)."""
+        text = self.evaluate(DONE_EXPRESSION, timeout)
+        assert text, f"the check page wrote no report; console:\n{self.console}"
+        report: dict[str, Any] = json.loads(text)
+        return report
+
+    def screenshot(self, path: Path, *, full_page: bool = True) -> None:
+        params: dict[str, Any] = {"format": "png"}
+        if full_page:
+            size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+            params.update(captureBeyondViewport=True, clip={
+                "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        data = self.call("Page.captureScreenshot", params)["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        if getattr(self, "_stack", None) is not None:
+            self._stack.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+
+    def __enter__(self) -> Chromium:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

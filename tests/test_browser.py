@@ -1,8 +1,9 @@
 """The service and ws-smoke against a real headless Chromium (``apt-get install -y chromium``).
 
-Pages are served from 127.0.0.1 by ``tests.browser_support.PageServer``; Chromium resolves
-nothing but loopback names (``--host-resolver-rules``), so all traffic stays on 127.0.0.1.
-Each test waits on processes and log lines, never on a sleep.
+Pages are served from 127.0.0.1 by ``tests.browser_support.PageServer`` (or by the service:
+``/ws-check``); Chromium resolves nothing but loopback names (``--host-resolver-rules``), so all
+traffic stays on 127.0.0.1. Each test waits on processes, log lines and the page's own events
+(the check page's ``ws-check-done``, awaited over the DevTools protocol), never on a sleep.
 """
 
 from __future__ import annotations
@@ -13,12 +14,23 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from smoke.checks import mixed_content
+from service.check_page import PATH, content_security_policy, render
+from service.settings import load_settings
+from smoke.browser import mixed_content
 from smoke.model import Report
 from smoke.runner import run_checks
 from smoke.target import Options, parse_target
-from tests.browser_support import PAYLOAD_TYPE, BrowserRun, PageServer, run_chromium, tls_context
-from tests.conftest import ServiceProcess, StartService, free_port
+from testkit.nginx import NginxProxy
+from testkit.ports import free_port
+from testkit.service import ServiceProcess, StartService
+from tests.browser_support import (
+    PAYLOAD_TYPE,
+    BrowserRun,
+    Chromium,
+    PageServer,
+    run_chromium,
+    tls_context,
+)
 
 BLOCKED = ("SecurityError: Failed to construct 'WebSocket': An insecure WebSocket connection "
            "may not be initiated from a page loaded over HTTPS.")
@@ -180,3 +192,154 @@ def test_https_page_may_not_open_other_ws_and_ws_smoke_agrees(
     diagnosis = next(d for d in report.diagnoses if d.code == "mixed_content")
     assert "unless the host is loopback" in diagnosis.cause
     assert [d.code for d in report.diagnoses] == ["mixed_content"]
+
+
+# --- the browser check page, GET /ws-check ----------------------------------------------------
+
+CHECKS = ["mixed_content", "handshake", "echo_welcome", "echo_roundtrip", "latency",
+          "normal_close", "ws_ping_pong", "ws_echo", "health_status", "config", "heartbeat",
+          "sustained"]
+SUSTAIN = 2  # seconds; with the fixture's 0.4 s heartbeats: about five on each socket
+
+
+def _check_page(url: str, profile: Path) -> tuple[dict[str, Any], list[str]]:
+    """Load the check page in headless Chromium; its report once the page says it is done."""
+    with Chromium(profile) as browser:
+        browser.open(url)
+        report = browser.report(timeout=SUSTAIN + 60)
+        return report, browser.console
+
+
+def _statuses(report: dict[str, Any]) -> dict[str, str]:
+    assert [c["name"] for c in report["checks"]] == CHECKS, report["checks"]
+    return {c["name"]: c["status"] for c in report["checks"]}
+
+
+def _assert_all_pass(report: dict[str, Any], console: list[str], target: str) -> None:
+    failed = [c for c in report["checks"] if c["status"] != "pass"]
+    assert not failed, json.dumps(report, indent=1)
+    assert report["verdict"]["status"] == "pass"
+    assert report["verdict"]["codes"] == []
+    assert report["target"] == target
+    assert report["sustain_s"] == SUSTAIN
+    # Heartbeats on the held sockets, each with its gap, all answered (the server counted them).
+    beats = [b for b in report["heartbeats"] if b["endpoint"] == "/ws/health"]
+    assert len(beats) >= 3, report["heartbeats"]
+    assert [b["ping_number"] for b in beats] == list(range(1, len(beats) + 1))
+    assert all(0.2 < b["gap_s"] < 1.4 for b in beats), beats
+    assert any(b["endpoint"] == "/ws" for b in report["heartbeats"]), report["heartbeats"]
+    assert "pong_count" in next(c for c in report["checks"] if c["name"] == "sustained")["detail"]
+    closes = {c["endpoint"]: c for c in report["closes"]}
+    assert set(closes) == {"/ws/echo", "/ws/health", "/ws"}
+    for close in closes.values():
+        assert (close["code"], close["wasClean"], close["closed_by"]) == (1000, True, "page")
+        assert close["meaning"].startswith("normal closure")
+    assert report["latency_ms"]["samples"] == 20
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p95"]
+    # The page's strict CSP allowed everything it needed: nothing was refused or thrown.
+    assert not [line for line in console if "Content Security Policy" in line or
+                line.startswith("exception")], console
+
+
+def _connects(service: ServiceProcess, count: int) -> list[dict[str, Any]]:
+    found = []
+    start = 0
+    for _ in range(count):
+        line = service.wait_for_line(r'WS_DIAGNOSTICS \{"event":"connect"', start=start)
+        start = service.lines.index(line) + 1
+        found.append(json.loads(line.split("WS_DIAGNOSTICS ", 1)[1]))
+    return found
+
+
+def test_check_page_direct_passes_every_check_from_its_own_origin(
+        start_service: StartService, tmp_path: Path) -> None:
+    """Served by the service at its default PUBLIC_BASE_URL (http://localhost:PORT): that origin
+    is accepted without being in ALLOWED_ORIGINS (the defaults, ports 3000)."""
+    service = start_service()
+    origin = f"http://localhost:{service.port}"
+    report, console = _check_page(f"{origin}{PATH}?sustain={SUSTAIN}", tmp_path / "profile")
+    _assert_all_pass(report, console, f"ws://localhost:{service.port}")
+    assert report["origin"] == origin
+    config = report["server_config"]
+    assert (config["ping_interval"], config["ping_timeout"]) == (0.4, 0.2)
+    connects = _connects(service, 3)
+    assert {c["endpoint"] for c in connects} == {"/ws/echo", "/ws/health", "/ws"}
+    assert {c["origin"] for c in connects} == {origin}
+    closes = [json.loads(line.split("WS_DIAGNOSTICS ", 1)[1]) for line in service.lines
+              if '"event":"close"' in line]
+    held = [c for c in closes if c["endpoint"] in ("/ws/health", "/ws")]
+    assert len(held) == 2, closes
+    assert all(c["pongs_received"] >= 3 for c in held), closes
+
+
+def test_check_page_through_the_nginx_roles_site_passes_every_check(
+        start_service: StartService, tmp_path: Path) -> None:
+    """Through the nginx role's rendered site (it proxies /ws-check), PUBLIC_BASE_URL being the
+    proxy's address, as in a deployment."""
+    proxy = NginxProxy(tmp_path / "nginx", backend=0, interval=0.4, timeout=0.2)
+    public = f"http://127.0.0.1:{proxy.port}"
+    service = start_service(PUBLIC_BASE_URL=public, WS_PUBLIC_URL=f"ws://127.0.0.1:{proxy.port}/ws")
+    proxy.backend = service.port
+    proxy.start()
+    try:
+        report, console = _check_page(f"{public}{PATH}?sustain={SUSTAIN}", tmp_path / "profile")
+    finally:
+        proxy.stop()
+    _assert_all_pass(report, console, f"ws://127.0.0.1:{proxy.port}")
+    assert report["environment"]["public_base_url"] == public
+    connects = _connects(service, 3)
+    assert {c["origin"] for c in connects} == {public}
+    assert {c["forwarded_for"] for c in connects} == {"127.0.0.1"}  # nginx was in between
+
+
+def test_check_page_over_https_with_a_ws_url_to_another_host_diagnoses_mixed_content(
+        tmp_path: Path) -> None:
+    """The page as the service serves it (same bytes, same CSP), over https, told to check
+    ws://ws-check.invalid: Chromium blocks it in the constructor, before any lookup."""
+    page = render(load_settings({})).encode()
+    headers = {"Content-Security-Policy": content_security_policy(page.decode())}
+    with PageServer(tls_context(tmp_path)) as server:
+        server.serve(page, headers)
+        report, console = _check_page(
+            f"{server.url}?url=ws://ws-check.invalid&sustain={SUSTAIN}", tmp_path / "profile")
+    statuses = _statuses(report)
+    assert statuses["mixed_content"] == "fail"
+    assert statuses["handshake"] == "fail"
+    assert {s for name, s in statuses.items()
+            if name not in ("mixed_content", "handshake")} == {"skip"}, statuses
+    handshake = next(c for c in report["checks"] if c["name"] == "handshake")
+    assert "SecurityError" in handshake["detail"], handshake
+    assert report["verdict"]["status"] == "fail"
+    assert report["verdict"]["codes"] == ["mixed_content"], report["verdict"]
+    diagnosis = report["verdict"]["diagnoses"][0]
+    assert "ws://ws-check.invalid/ws/echo" in diagnosis["cause"]
+    assert "unless the host is loopback" in diagnosis["cause"]
+    assert diagnosis["next_step"].startswith("Use a wss:// URL")
+    assert report["closes"] == []
+    assert report["heartbeats"] == []
+    assert any("Mixed Content" in line or "insecure WebSocket" in line
+               for line in console), console
+
+
+def test_check_page_on_a_foreign_origin_diagnoses_the_origin(
+        start_service: StartService, tmp_path: Path) -> None:
+    """The page loaded under another name than PUBLIC_BASE_URL (127.0.0.1 instead of
+    localhost): the service refuses the handshakes with 403, which the browser hides; the
+    page names the cause from what the service told it."""
+    service = start_service()
+    page = f"http://127.0.0.1:{service.port}"
+    report, _ = _check_page(f"{page}{PATH}?sustain={SUSTAIN}", tmp_path / "profile")
+    statuses = _statuses(report)
+    assert statuses["handshake"] == "fail", statuses
+    assert report["verdict"]["codes"] == ["origin_forbidden"], report["verdict"]
+    cause = report["verdict"]["diagnoses"][0]["cause"]
+    assert f"this page's origin {page}" in cause
+    assert f"PUBLIC_BASE_URL (http://localhost:{service.port})" in cause
+    assert "http://localhost:3000" in cause
+    closes = report["closes"]
+    assert closes, report
+    assert all(c["code"] == 1006 and not c["opened"] for c in closes), closes
+    rejected = json.loads(service.wait_for_line(r'"event":"rejected"').split(
+        "WS_DIAGNOSTICS ", 1)[1])
+    assert (rejected["status"], rejected["origin"]) == (403, page)
+    assert '"event":"connect"' not in service.output()
