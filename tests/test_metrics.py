@@ -313,3 +313,109 @@ def test_role_refuses_an_allow_list_that_is_not_addresses(tmp_path: Path) -> Non
     assert proc.returncode != 0
     assert "nginx_metrics_allow must be a list of IPv4/IPv6 addresses or CIDRs" in proc.stdout
     assert not (tmp_path / "nginx.conf").exists()
+
+
+# --- monitoring/: the dashboard and the alert rules -------------------------------------------
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+                "unless", "bool", "offset", "inf", "nan"}
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$job": ".*", "$instance": ".*",
+                     "$smoke_job": ".*"}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool missing: apt-get install -y prometheus (scripts/test.sh does)"
+    return path
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (not functions, labels or keywords)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    return {
+        match.group()
+        for match in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", expr)
+        if match.group() not in PROMQL_WORDS and not expr[match.end():].lstrip().startswith("(")
+    }
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(panel title, expr) of every query of every panel."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    out = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], panel["title"]
+        out += [(panel["title"], target["expr"]) for target in panel["targets"]]
+    return out
+
+
+def rule_exprs() -> list[tuple[str, str]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [(rule["alert"], rule["expr"]) for group in groups for rule in group["rules"]]
+
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+            "summary": ("_sum", "_count", "")}
+
+
+def series_names(families: dict[str, str]) -> set[str]:
+    """The series names of metric families {name: type} (a counter's ``_total``...)."""
+    return {name + suffix for name, kind in families.items()
+            for suffix in SUFFIXES.get(kind, ("",))}
+
+
+def known_names(service: Service) -> set[str]:
+    """What a real scrape of the service declares (with or without samples yet), the smoke
+    contract's names, and Prometheus's own ``up``."""
+    body = get(f"{service.http}/metrics")[2]
+    declared = {family.name: family.type for family in text_string_to_metric_families(body)}
+    smoke = {name.removesuffix("_total"): kind for name, kind in SMOKE_METRICS.items()}
+    return series_names(declared) | series_names(smoke) | {"up"}
+
+
+def test_metric_name_extraction() -> None:
+    assert metric_names(
+        'histogram_quantile(0.99, sum by (le, instance) (rate(a_bucket{x="b c", le=~"1e-9"}'
+        '[$__rate_interval]))) > 1e-9 or up{job="x"} == 0 unless on (i) b_total offset 5m'
+    ) == {"a_bucket", "up", "b_total"}
+
+
+def test_dashboard_and_rules_read_only_metrics_that_exist(service: Service) -> None:
+    known = known_names(service)
+    queries = dashboard_exprs()
+    for where, expr in [*queries, *rule_exprs()]:
+        assert metric_names(expr) <= known, (where, expr, metric_names(expr) - known)
+    shown = set().union(*(metric_names(expr) for _, expr in queries))
+    families = {re.sub(r"_(bucket|sum|count)$", "", name) if name.endswith(
+        ("_bucket", "_sum", "_count")) and re.sub(r"_(sum|count)$", "_bucket", name) in known
+        else name for name in known if name.startswith("ws_")}
+    missing = {name for name in families if not any(s.startswith(name) for s in shown)}
+    assert not missing, f"not on the dashboard: {sorted(missing)}"
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Each panel query, its Grafana variables filled in, as a recording rule for promtool."""
+    rules = []
+    for n, (_, query) in enumerate(dashboard_exprs()):
+        expr = query
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
+        rules.append({"record": f"dashboard:panel_query_{n}", "expr": expr})
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    check = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True,
+                           text=True, check=False, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
+    for argv in (["check", "rules", RULES.name], ["test", "rules", "alerts.test.yml"]):
+        result = subprocess.run([promtool(), *argv], cwd=MONITORING, capture_output=True,
+                                text=True, check=False, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "SUCCESS" in result.stdout
