@@ -1,40 +1,18 @@
-"""nginx in front of a benchmark backend, from the project's own nginx role template.
+"""nginx in front of a benchmark backend: the deployment's own site, rendered by Ansible.
 
-The site file is the deployment's (``tests.nginx_site``: the role template, its defaults, and
-``proxy_read_timeout`` from the rule in ``playbooks/group_vars/all.yml`` for the service's
-default 30 s / 10 s heartbeat) with the upstream pointed at the backend. nginx runs from a
-temporary prefix, one worker, pinned to the servers' core.
+The site file is the nginx role's template with its defaults and the rule's
+``proxy_read_timeout`` for the service's default 30 s / 10 s heartbeat (``testkit.site``),
+the upstream pointed at the backend. nginx runs from a temporary prefix, one worker, pinned
+to the servers' core.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.servers import free_port, pinned, terminate, wait_for_port
-from tests import nginx_site
-
-NGINX = "/usr/sbin/nginx"
-
-MAIN_CONF = """\
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    include {prefix}/site.conf;
-}}
-"""
+from testkit.nginx import NGINX, NginxProxy
 
 
 def available() -> bool:
@@ -45,25 +23,15 @@ class Nginx:
     """One nginx in front of ``backend`` on a free 127.0.0.1 port."""
 
     def __init__(self, backend: int, core: int | None) -> None:
-        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
-        (self.dir / "tmp").mkdir()
-        (self.dir / "site.conf").write_text(
-            nginx_site.render_site(self.port, backend, note="a benchmark run")
-        )
-        self.source = f"{nginx_site.SOURCE} (rendered)"
-        (self.dir / "nginx.conf").write_text(MAIN_CONF.format(prefix=self.dir))
-        binary = NGINX if Path(NGINX).exists() else (shutil.which("nginx") or NGINX)
-        argv = [binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                "-g", "daemon off;"]
-        with (self.dir / "out.log").open("ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                pinned(argv, core), stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, self.proc)
+        self.proxy = NginxProxy(self.dir, backend, workers=1, connections=4096, core=core)
+        self.proxy.start()
+        self.port = self.proxy.port
+        self.source = self.proxy.source
 
     def url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
-        terminate(self.proc)
+        self.proxy.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -18,7 +18,7 @@ from typing import Any
 from bench import load
 from bench.nginx import Nginx, available
 from bench.servers import SERVERS, TARGETS, Running, Target
-from bench.stats import percentile
+from testkit.stats import percentile
 
 
 @dataclass(frozen=True)

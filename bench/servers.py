@@ -7,8 +7,6 @@ machine is noisy (a colleague's containers, the load generator on the other core
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from testkit.ports import free_port, wait_for_port
+from testkit.processes import pinned, stop
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -90,35 +91,6 @@ BASELINE = "service /ws"
 FLOORS = ("litestar-min", "asgi-reply")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.05)
-        else:
-            return
-
-
-def pinned(argv: list[str], core: int | None) -> list[str]:
-    """Prefix ``argv`` with ``taskset -c CORE`` (threads and children inherit it)."""
-    if core is None or shutil.which("taskset") is None:
-        return argv
-    return ["taskset", "-c", str(core), *argv]
-
-
 class Running:
     """A started server: its port, process tree CPU time and RSS."""
 
@@ -133,7 +105,7 @@ class Running:
                 pinned(argv, core), env=env, stdout=log, stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parent.parent,
             )
-        wait_for_port(self.port, self.proc)
+        wait_for_port(self.port, self.proc, self.log_path, timeout=30)
         self.ps = psutil.Process(self.proc.pid)
 
     def url(self, path: str) -> str:
@@ -177,7 +149,7 @@ class Running:
         return total
 
     def stop(self) -> None:
-        terminate(self.proc)
+        stop(self.proc, timeout=10)
 
 
 def _process_cpu_clock(pid: int) -> float | None:
@@ -189,14 +161,3 @@ def _process_cpu_clock(pid: int) -> float | None:
         return time.clock_gettime(clock)
     except OSError:
         return None
-
-
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 10 s: every process the harness starts ends this way."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)

@@ -1,4 +1,4 @@
-"""Soak mode: ``python -m tests.reliability soak --connections 10000 --duration 600``.
+"""Soak run: ``python -m bench.soak --connections 10000 --duration 600`` (``scripts/soak.sh``).
 
 Starts ws-service and nginx (from the deployment's role template) on free 127.0.0.1 ports,
 holds N /ws/health connections through nginx for ``--duration`` seconds with heartbeats every
@@ -6,6 +6,11 @@ holds N /ws/health connections through nginx for ``--duration`` seconds with hea
 connect/close cycles, and prints the figures the CI-sized tests print: connections, drops by
 close code, heartbeat lateness p50/p99, RSS and file descriptors before/after. Every phase is
 bounded; exit status 0 when nothing dropped and fds/RSS came back, 1 otherwise.
+
+It lives in ``bench/``, not ``tests/`` or ``testkit/``: like the benchmarks it is a long
+measurement run by hand (about 12 minutes), never by pytest, and it reports figures; its
+building blocks (processes, nginx from the role, load clients) are ``testkit``'s, shared with
+the CI-sized reliability tests that assert the same outcomes in seconds.
 """
 
 from __future__ import annotations
@@ -19,22 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import VENV_BIN, ServiceProcess, service_env
-from tests.reliability.harness import (
-    LoadStats,
-    NginxProxy,
-    churn,
-    crowd,
-    fd_count,
-    free_port,
-    mib,
-    nofile_limit,
-    proxy_read_timeout,
-    raise_nofile,
-    report,
-    rss_bytes,
-    wait_until,
-)
+from testkit.figures import report
+from testkit.load import LoadStats, churn, crowd
+from testkit.nginx import NginxProxy
+from testkit.paths import VENV_BIN
+from testkit.ports import free_port
+from testkit.procfs import fd_count, mib, nofile_limit, raise_nofile, rss_bytes, wait_until
+from testkit.service import ServiceProcess, service_env
 
 RSS_TOLERANCE = 32 * 1024 * 1024  # see docs/reliability.md: allocator noise at 10k sockets
 
@@ -56,14 +52,15 @@ def soak(args: argparse.Namespace) -> int:
         port,
     )
     folder = Path(tempfile.mkdtemp(prefix="ws-soak-"))
-    read_timeout = proxy_read_timeout(args.interval, args.timeout, args.margin)
     # Two workers: each holds about N client + N upstream sockets / 2 within RLIMIT_NOFILE.
-    proxy = NginxProxy(folder / "nginx", port, read_timeout, args.interval, args.timeout,
-                       workers=2, connections=2 * args.connections + 512)
+    # The proxy timeout is the deployment's rule (with --margin as its margin, if given).
+    proxy = NginxProxy(folder / "nginx", port, 0, args.interval, args.timeout,
+                       workers=2, connections=2 * args.connections + 512, margin=args.margin)
     try:
         service.wait_for_line("ready: serving on", 30)
         pid = service.proc.pid
         proxy.start()
+        read_timeout = proxy.read_timeout
         _log(f"service pid {pid} on 127.0.0.1:{port} (RLIMIT_NOFILE {nofile_limit(pid)}), "
              f"nginx ({proxy.source}) on {proxy.url}, proxy_read_timeout {read_timeout}s")
         fds_before, rss_before = fd_count(pid), rss_bytes(pid)
@@ -136,9 +133,9 @@ def _churn_phase(port: int, pid: int, cycles: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.reliability")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("soak", help="hold N connections through nginx, then churn")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description="hold N connections through nginx, then churn")
+    p = parser
     p.add_argument("--connections", type=int, default=10_000)
     p.add_argument("--duration", type=float, default=600.0, help="seconds to hold them")
     p.add_argument("--interval", type=float, default=5.0, help="WS_PING_INTERVAL")

@@ -1,4 +1,4 @@
-"""Percentiles and the median (min-max) summary of interleaved rounds."""
+"""The median (min-max) summary of interleaved rounds (percentiles: ``testkit.stats``)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,6 @@ import statistics
 from collections.abc import Sequence
 
 Summary = dict[str, float]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
 
 
 def summarize(samples: Sequence[float]) -> Summary:

@@ -11,4 +11,4 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "no .venv: run scripts/test.sh (or pip install -e '.[dev]') first" >&2; exit 2; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is required (apt-get install -y nginx)" >&2; exit 2; }
-exec "$PY" -m tests.reliability soak --connections 10000 --duration 600 "$@"
+exec "$PY" -m bench.soak --connections 10000 --duration 600 "$@"

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.reliability.harness import REPO, LineLog
+from testkit.paths import REPO
+from testkit.processes import LineLog
 
 FLEET = REPO / "infra" / "tests" / "ws_fleet.py"
 ORIGIN = "http://localhost:3000"  # in the service's default ALLOWED_ORIGINS

@@ -1,6 +1,6 @@
 """A separate client process for the "peer freezes" case (SIGSTOP: no reads, no pongs, no close).
 
-``python -m tests.reliability.frozen_client URL --pongs N --deadline S`` connects to
+``python -m testkit.frozen_client URL --pongs N --deadline S`` connects to
 ``URL`` (a /ws/health URL on 127.0.0.1), answers the first ``N`` heartbeats with a pong and
 prints ``ponged N``; the test then stops it with SIGSTOP. After SIGCONT it reads on and prints
 ``closed CODE REASON`` for the close the server sent meanwhile. It exits by itself: on that

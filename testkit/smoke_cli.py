@@ -1,18 +1,16 @@
-"""Real processes for the smoke-checker tests: ``ws-service`` and nginx on free 127.0.0.1 ports.
+"""The smoke checker's command line against real processes on free 127.0.0.1 ports.
 
-Readiness is waited on by connecting to the port (and failing fast, with the process's log,
-if the process dies first), never by sleeping.
+``ws-service`` writing to a log file, nginx with a hand-written (deliberately broken when
+asked) site, and ``python -m smoke`` runs with their exit code and JSON report. Readiness is
+waited on by connecting to the port (failing fast, with the process's log, if the process
+dies first), never by sleeping.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,48 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+from testkit import nginx as nginx_runner
+from testkit.paths import REPO, VENV_BIN
+from testkit.ports import free_port, wait_for_port
+from testkit.processes import stop
+from testkit.service import service_env
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path,
-                  timeout: float = 20.0) -> None:
-    """Block until 127.0.0.1:port accepts a TCP connection; fail with the log if proc exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode} before listening on "
-                                 f"{port}:\n{log.read_text(errors='replace')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listening on {port} after {timeout}s:\n"
-                                     f"{log.read_text(errors='replace')}") from None
-            # A refused connect returns at once: block on the process for a moment instead
-            # of spinning (this is a bounded wait on the process, not a sleep standing in
-            # for readiness: readiness is the successful connect above).
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(0.05)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+__all__ = ["REPO", "Nginx", "Service", "free_port", "launch_nginx", "launch_service",
+           "read_until", "run_smoke", "smoke_env", "start_smoke", "stop"]
 
 
 @dataclass
@@ -78,11 +42,8 @@ class Service:
 def launch_service(tmp: Path, **env: str) -> Service:
     """``ws-service`` on a free port; ``env`` overrides (WS_PING_INTERVAL, ALLOWED_ORIGINS...)."""
     port = free_port()
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("WS_", "ALLOWED_ORIGINS", "PUBLIC_BASE_URL"))}
-    base.update({"HOST": "127.0.0.1", "PORT": str(port), "WS_PING_INTERVAL": "0.5",
-                 "WS_PING_TIMEOUT": "0.25", "PYTHONUNBUFFERED": "1"})
-    base.update(env)
+    base = service_env(**{"PORT": str(port), "WS_PING_INTERVAL": "0.5",
+                          "WS_PING_TIMEOUT": "0.25", **env})
     log = tmp / f"service-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([str(VENV_BIN / "ws-service")], env=base, stdout=out,
@@ -96,32 +57,20 @@ def launch_service(tmp: Path, **env: str) -> Service:
     return service
 
 
-NGINX_CONF = """\
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://127.0.0.1:{backend};
-            proxy_http_version 1.1;
-{upgrade}            proxy_read_timeout {read_timeout};
-            proxy_connect_timeout 2s;
-        }}
+SITE = """\
+map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+server {{
+    listen 127.0.0.1:{port};
+    location / {{
+        proxy_pass http://127.0.0.1:{backend};
+        proxy_http_version 1.1;
+{upgrade}{extra}        proxy_read_timeout {read_timeout};
+        proxy_connect_timeout 2s;
     }}
 }}
 """
-UPGRADE = ("            proxy_set_header Upgrade $http_upgrade;\n"
-           "            proxy_set_header Connection $connection_upgrade;\n")
+UPGRADE = ("        proxy_set_header Upgrade $http_upgrade;\n"
+           "        proxy_set_header Connection $connection_upgrade;\n")
 
 
 @dataclass
@@ -136,28 +85,19 @@ class Nginx:
 
 
 def launch_nginx(tmp: Path, backend: int, *, upgrade: bool = True,
-                read_timeout: str = "60s") -> Nginx:
-    """A throwaway nginx proxying to 127.0.0.1:backend, rendered into its own folder."""
+                 read_timeout: str = "60s", strip_origin: bool = False) -> Nginx:
+    """A throwaway nginx proxying to 127.0.0.1:backend: a minimal site, not the role's, so a
+    test can leave out the upgrade headers, cut idle connections early, or drop the
+    ``Origin`` header (a proxy that hides every browser's origin from the service)."""
     port = free_port()
-    folder = tmp / f"nginx-{port}"
-    (folder / "tmp").mkdir(parents=True)
-    conf = folder / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=folder, port=port, backend=backend,
-                                      upgrade=UPGRADE if upgrade else "",
-                                      read_timeout=read_timeout))
-    log = folder / "error.log"
-    log.touch()
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(folder), "-c", str(conf), "-e", str(log), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    nginx = Nginx(port, proc, folder)
-    try:
-        wait_for_port(port, proc, log)
-    except BaseException:
-        stop(proc)
-        raise
-    return nginx
+    site = SITE.format(port=port, backend=backend, upgrade=UPGRADE if upgrade else "",
+                       read_timeout=read_timeout,
+                       extra='        proxy_set_header Origin "";\n' if strip_origin else "")
+    runner = nginx_runner.Nginx(tmp / f"nginx-{port}", site, port, connections=256,
+                                access_log=True)
+    runner.start()
+    assert runner.proc is not None
+    return Nginx(port, runner.proc, runner.folder)
 
 
 @dataclass

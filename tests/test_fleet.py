@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServiceProcess, StartService
-from tests.reliability.fleet import FLEET, FleetRun
-from tests.reliability.harness import REPO
+from testkit.fleet import FLEET, FleetRun
+from testkit.paths import REPO
+from testkit.service import ServiceProcess, StartService
 
 RESTART_WINDOW_FAILURES = {"ConnectionRefusedError", "503"}
 REPORT_FIELDS = {

@@ -15,9 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ServiceProcess, StartService
-from tests.reliability.harness import NginxProxy, fd_count, report, wait_until
-from tests.reliability.rawws import CLOSE, TEXT, RawWebSocket, encode_frame
+from testkit.figures import report
+from testkit.nginx import NginxProxy
+from testkit.procfs import fd_count, wait_until
+from testkit.rawws import CLOSE, TEXT, RawWebSocket, encode_frame
+from testkit.service import ServiceProcess, StartService
 
 
 def _server_peers(service: ServiceProcess) -> set[int]:

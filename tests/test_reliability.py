@@ -28,24 +28,16 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import VENV_BIN, ServiceProcess, StartService, wait_for_port
-from tests.reliability.harness import (
-    REPO,
-    LineLog,
-    LoadStats,
-    NginxProxy,
-    churn,
-    crowd,
-    fd_count,
-    mib,
-    nofile_limit,
-    proxy_read_timeout,
-    raise_nofile,
-    report,
-    rss_bytes,
-    wait_until,
-)
-from tests.smoke_support import run_smoke
+from testkit.figures import report
+from testkit.load import LoadStats, churn, crowd
+from testkit.nginx import NginxProxy
+from testkit.paths import REPO, VENV_BIN
+from testkit.ports import wait_for_port
+from testkit.processes import LineLog
+from testkit.procfs import fd_count, mib, nofile_limit, raise_nofile, rss_bytes, wait_until
+from testkit.service import ServiceProcess, StartService
+from testkit.site import proxy_read_timeout
+from testkit.smoke_cli import run_smoke
 
 T = TypeVar("T")
 
@@ -110,7 +102,7 @@ def proxy_for(service: ServiceProcess, folder: Path, proxies: list[NginxProxy], 
     """nginx from the role template, proxy_read_timeout = ceil(interval + timeout + margin)."""
     read_timeout = proxy_read_timeout(interval, timeout, margin)
     proxy = NginxProxy(folder / "nginx", service.port, read_timeout, interval, timeout,
-                       connections=connections)
+                       connections=connections, margin=margin)
     proxies.append(proxy)
     return proxy.start()
 
@@ -237,7 +229,8 @@ def test_nginx_reload_keeps_open_connections_and_applies_to_new_ones(
         generations = {generation(ws) for ws in old}
         for ws in old:
             await first_json(ws)
-        await asyncio.to_thread(proxy.reload, generation=2, read_timeout=1)
+        await asyncio.to_thread(proxy.reload, generation=2, read_timeout=1,
+                                check_rule=False)
         new = [await connect(f"{proxy.url}/ws/health", ping_interval=None) for _ in range(10)]
         new_generations = {generation(ws) for ws in new}
         for n, ws in enumerate(old):
@@ -381,7 +374,7 @@ def test_frozen_client_is_dropped_within_interval_plus_timeout(
 ) -> None:
     interval, timeout = 1.0, 0.5
     service = start_service(WS_PING_INTERVAL=str(interval), WS_PING_TIMEOUT=str(timeout))
-    client = LineLog([sys.executable, "-m", "tests.reliability.frozen_client",
+    client = LineLog([sys.executable, "-m", "testkit.frozen_client",
                       f"{service.ws}/ws/health", "--pongs", "2", "--deadline", "30"], cwd=REPO)
     try:
         client_id = client.wait_for(r"^client_id ", 15)[2].split()[1]
@@ -515,7 +508,7 @@ def _connections(service: ServiceProcess) -> int:
 
 def test_frozen_client_script_refuses_non_loopback() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tests.reliability.frozen_client", "ws://192.0.2.1/ws/health"],
+        [sys.executable, "-m", "testkit.frozen_client", "ws://192.0.2.1/ws/health"],
         cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
     )
     assert done.returncode == 2

@@ -21,9 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import VENV_BIN, ServiceProcess, free_port, service_env
-from tests.reliability.harness import fd_count, report, wait_until
-from tests.reliability.rawws import BINARY, CONTINUATION, TEXT, Outcome, RawWebSocket
+from testkit.figures import report
+from testkit.paths import VENV_BIN
+from testkit.ports import free_port
+from testkit.procfs import fd_count, wait_until
+from testkit.rawws import BINARY, CONTINUATION, TEXT, Outcome, RawWebSocket
+from testkit.service import ServiceProcess, service_env
 
 TOKEN = "reliability-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

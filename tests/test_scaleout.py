@@ -23,10 +23,11 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import VENV_BIN, StartService
-from tests.reliability.fleet import FleetRun
-from tests.reliability.harness import NginxProxy
-from tests.reliability.rawws import RawWebSocket, encode_frame
+from testkit.fleet import FleetRun
+from testkit.nginx import NginxProxy
+from testkit.paths import VENV_BIN
+from testkit.rawws import RawWebSocket, encode_frame
+from testkit.service import StartService
 
 CTL = str(VENV_BIN / "ws-kit-ctl")
 

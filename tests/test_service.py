@@ -17,14 +17,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from service.messages import SERVER_MESSAGES, Echo, HealthStatus, Heartbeat, Welcome, WsEcho, WsPong
-from tests.conftest import (
-    VENV_BIN,
-    ServiceProcess,
-    StartService,
-    free_port,
-    service_env,
-    wait_for_port,
-)
+from testkit.paths import VENV_BIN
+from testkit.ports import free_port, wait_for_port
+from testkit.service import ServiceProcess, StartService, service_env
 
 T = TypeVar("T")
 CLIENT_ID = r"^{}_\d{{13}}_\d{{5}}$"

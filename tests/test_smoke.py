@@ -20,17 +20,18 @@ from pathlib import Path
 import pytest
 
 from service.messages import Echo, Heartbeat, WsEcho
-from smoke.checks import Suite, mixed_content
+from smoke.browser import mixed_content
 from smoke.model import Report
 from smoke.probe import Probe
 from smoke.runner import run_checks
+from smoke.suite import Suite
 from smoke.target import Options, parse_target
-from tests.conftest import StartService
-from tests.smoke_support import (
-    REPO,
+from testkit.paths import REPO
+from testkit.ports import free_port
+from testkit.service import StartService
+from testkit.smoke_cli import (
     Nginx,
     Service,
-    free_port,
     launch_nginx,
     launch_service,
     read_until,

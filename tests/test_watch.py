@@ -19,8 +19,9 @@ import pytest
 
 from smoke.model import Evidence
 from smoke.watch import INITIAL_BACKOFF, Backoff, Tally
-from tests.conftest import VENV_BIN, ServiceProcess, StartService
-from tests.reliability.harness import REPO, LineLog
+from testkit.paths import REPO, VENV_BIN
+from testkit.processes import LineLog
+from testkit.service import ServiceProcess, StartService
 
 
 def start_watch(service: ServiceProcess, report: Path, *extra: str) -> LineLog:
