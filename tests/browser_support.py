@@ -24,6 +24,8 @@ import re
 import shutil
 import ssl
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.sync.client import connect
+
+from testkit.service import start_service
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOLD_TIMEOUT = 20.0
@@ -447,3 +451,27 @@ class Chromium:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def screenshot_check_page(out: Path, *, sustain: float = 5, width: int = 900) -> None:
+    """A finished /ws-check run against a fresh service (heartbeat 1 s), from the top to the
+    checks table: ``docs/img/ws-check.png`` is made by ``python -m tests.browser_support``."""
+    service = start_service({"WS_PING_INTERVAL": "1", "WS_PING_TIMEOUT": "0.5"})
+    try:
+        with tempfile.TemporaryDirectory() as profile, Chromium(Path(profile)) as browser:
+            browser.open(f"http://localhost:{service.port}/ws-check?sustain={sustain:g}",
+                         width=width, height=1000)
+            report = browser.report(timeout=sustain + 60)
+            assert report["verdict"]["status"] == "pass", report
+            bottom = browser.evaluate(
+                'document.getElementById("log-h").getBoundingClientRect().top + scrollY - 8')
+            data = browser.call("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": bottom, "scale": 1}})["data"]
+            out.write_bytes(base64.b64decode(data))
+    finally:
+        service.stop()
+
+
+if __name__ == "__main__":
+    screenshot_check_page(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img/ws-check.png"))

@@ -343,3 +343,37 @@ def test_check_page_on_a_foreign_origin_diagnoses_the_origin(
         "WS_DIAGNOSTICS ", 1)[1])
     assert (rejected["status"], rejected["origin"]) == (403, page)
     assert '"event":"connect"' not in service.output()
+
+
+def test_check_page_behind_a_proxy_that_cuts_idle_sockets_diagnoses_the_idle_timeout(
+        start_service: StartService, tmp_path: Path) -> None:
+    """nginx with proxy_read_timeout 1 s (below the rule: the role's check is off for this)
+    in front of 3 s heartbeats: the held sockets are cut with 1006 about 1 s after their last
+    message, and the page says so in ws-smoke's words."""
+    proxy = NginxProxy(tmp_path / "nginx", backend=0, interval=3, timeout=1, read_timeout=1,
+                       check_rule=False)
+    public = f"http://127.0.0.1:{proxy.port}"
+    service = start_service(PUBLIC_BASE_URL=public, WS_PING_INTERVAL="3", WS_PING_TIMEOUT="1")
+    proxy.backend = service.port
+    proxy.start()
+    try:
+        report, _ = _check_page(f"{public}{PATH}?sustain=4", tmp_path / "profile")
+    finally:
+        proxy.stop()
+    statuses = _statuses(report)
+    quick = ["mixed_content", "handshake", "echo_welcome", "echo_roundtrip", "latency",
+             "normal_close", "ws_ping_pong", "ws_echo", "health_status", "config"]
+    assert {statuses[name] for name in quick} == {"pass"}, report["checks"]
+    assert statuses["heartbeat"] == "fail"
+    assert statuses["sustained"] == "fail"
+    assert report["verdict"]["codes"] == ["proxy_idle_timeout"], report["verdict"]
+    diagnosis = report["verdict"]["diagnoses"][0]
+    assert "proxy idle timeout of about 1" in diagnosis["cause"], diagnosis
+    assert "server ping interval is 3 s" in diagnosis["cause"]
+    assert set(diagnosis["checks"]) == {"heartbeat", "sustained"}
+    dropped = [c for c in report["closes"] if c["endpoint"] == "/ws/health"]
+    assert len(dropped) == 1
+    assert (dropped[0]["code"], dropped[0]["wasClean"], dropped[0]["closed_by"]) == (
+        1006, False, "network")
+    assert 0.9 <= dropped[0]["idle_s"] < 2.5, dropped
+    assert dropped[0]["meaning"].startswith("abnormal closure")

@@ -130,3 +130,25 @@ def test_default_public_origin_is_the_services_own_port(start_service: StartServ
     assert asyncio.run(_status(url, f"http://localhost:{service.port}")) == 101
     assert asyncio.run(_status(url, f"http://127.0.0.1:{service.port}")) == 403
     assert asyncio.run(_status(url, "http://localhost:1")) == 403
+
+
+def _luminance(color: str) -> float:
+    channels = [int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: str, b: str) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_every_text_colour_has_at_least_4_5_to_1_contrast() -> None:
+    """WCAG AA for normal text, on both backgrounds the page uses (and white on buttons)."""
+    colours = dict(re.findall(r"--([a-z]+): (#[0-9a-f]{6});", template()))
+    assert {"text", "muted", "pass", "fail", "skip", "accent", "bg", "panel"} <= set(colours)
+    for name in ("text", "muted", "pass", "fail", "skip", "accent"):
+        for background in ("bg", "panel"):
+            ratio = _contrast(colours[name], colours[background])
+            assert ratio >= 4.5, f"{name} on {background}: {ratio:.2f}"
+    assert _contrast("#ffffff", colours["accent"]) >= 4.5  # button text
