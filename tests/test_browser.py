@@ -200,6 +200,9 @@ CHECKS = ["mixed_content", "handshake", "echo_welcome", "echo_roundtrip", "laten
           "normal_close", "ws_ping_pong", "ws_echo", "health_status", "config", "heartbeat",
           "sustained"]
 SUSTAIN = 2  # seconds; with the fixture's 0.4 s heartbeats: about five on each socket
+# p95 limit of the round trips: 100 ms by default, loose here (2 busy cores shared with the
+# browser, nginx and other tests); the check and its arithmetic are the same.
+QUERY = f"?sustain={SUSTAIN}&latency_limit=1000"
 
 
 def _check_page(url: str, profile: Path) -> tuple[dict[str, Any], list[str]]:
@@ -222,6 +225,7 @@ def _assert_all_pass(report: dict[str, Any], console: list[str], target: str) ->
     assert report["verdict"]["codes"] == []
     assert report["target"] == target
     assert report["sustain_s"] == SUSTAIN
+    assert report["latency_limit_ms"] == 1000
     # Heartbeats on the held sockets, each with its gap, all answered (the server counted them).
     beats = [b for b in report["heartbeats"] if b["endpoint"] == "/ws/health"]
     assert len(beats) >= 3, report["heartbeats"]
@@ -257,7 +261,7 @@ def test_check_page_direct_passes_every_check_from_its_own_origin(
     is accepted without being in ALLOWED_ORIGINS (the defaults, ports 3000)."""
     service = start_service()
     origin = f"http://localhost:{service.port}"
-    report, console = _check_page(f"{origin}{PATH}?sustain={SUSTAIN}", tmp_path / "profile")
+    report, console = _check_page(f"{origin}{PATH}{QUERY}", tmp_path / "profile")
     _assert_all_pass(report, console, f"ws://localhost:{service.port}")
     assert report["origin"] == origin
     config = report["server_config"]
@@ -282,7 +286,7 @@ def test_check_page_through_the_nginx_roles_site_passes_every_check(
     proxy.backend = service.port
     proxy.start()
     try:
-        report, console = _check_page(f"{public}{PATH}?sustain={SUSTAIN}", tmp_path / "profile")
+        report, console = _check_page(f"{public}{PATH}{QUERY}", tmp_path / "profile")
     finally:
         proxy.stop()
     _assert_all_pass(report, console, f"ws://127.0.0.1:{proxy.port}")
@@ -328,7 +332,7 @@ def test_check_page_on_a_foreign_origin_diagnoses_the_origin(
     page names the cause from what the service told it."""
     service = start_service()
     page = f"http://127.0.0.1:{service.port}"
-    report, _ = _check_page(f"{page}{PATH}?sustain={SUSTAIN}", tmp_path / "profile")
+    report, _ = _check_page(f"{page}{PATH}{QUERY}", tmp_path / "profile")
     statuses = _statuses(report)
     assert statuses["handshake"] == "fail", statuses
     assert report["verdict"]["codes"] == ["origin_forbidden"], report["verdict"]
@@ -357,7 +361,8 @@ def test_check_page_behind_a_proxy_that_cuts_idle_sockets_diagnoses_the_idle_tim
     proxy.backend = service.port
     proxy.start()
     try:
-        report, _ = _check_page(f"{public}{PATH}?sustain=4", tmp_path / "profile")
+        report, _ = _check_page(f"{public}{PATH}?sustain=4&latency_limit=1000",
+                                tmp_path / "profile")
     finally:
         proxy.stop()
     statuses = _statuses(report)
