@@ -1,4 +1,6 @@
-"""Deployment checks: lint, the rule between heartbeat and proxy timeout, and molecule.
+"""Deployment checks: lint, the rule between heartbeat and proxy timeout, the deployment
+contract (infra/roles/ws_contract: every api host has the values nginx is rendered from), and
+molecule.
 
 Run: .venv/bin/pytest tests/test_infra.py          (everything, ~10 min with molecule)
      .venv/bin/pytest tests/test_infra.py -m "not molecule"   (seconds)
@@ -14,12 +16,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BASE_IMAGE = "localhost/ws-kit-base:bookworm-v1"
+INVENTORY = ROOT / "infra" / "tests" / "inventory.yml"
 
 
 def _env() -> dict[str, str]:
@@ -56,13 +61,15 @@ def test_ansible_lint_production() -> None:
     assert proc.returncode == 0, _tail(proc)
 
 
-def _render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _render(
+    out: Path, *extra: str, inventory: Path = INVENTORY
+) -> subprocess.CompletedProcess[str]:
     out.mkdir(parents=True, exist_ok=True)
     return _run(
         [
             str(BIN / "ansible-playbook"),
             "-i",
-            "infra/tests/inventory.yml",
+            str(inventory),
             "infra/tests/render.yml",
             "-e",
             f"render_dir={out}",
@@ -161,3 +168,138 @@ def test_molecule_full_stack() -> None:
 def test_molecule_rolling_redeploy_under_load() -> None:
     """200 reconnecting clients through nginx while deploy.yml rolls every instance."""
     _molecule(ROOT / "infra", "rolling")
+
+
+# --- The deployment contract: one value of each shared variable for every host --------------
+
+
+def _inventory(folder: Path, variables: dict[str, dict[str, Any]]) -> Path:
+    """The render inventory, with ``variables`` added per host (or for the ``ws_kit`` group)."""
+    data = yaml.safe_load(INVENTORY.read_text())
+    group = data["ws_kit"]
+    hosts = {**group["children"]["api"]["hosts"], **group["children"]["nginx"]["hosts"]}
+    for name, extra in variables.items():
+        target = group["vars"] if name == "ws_kit" else hosts[name]
+        target.update(extra)
+    path = folder / "inventory.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _changed_counts(output: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\bchanged=(\d+)", output)]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        # An api host with its own heartbeat: nginx's timeout would not cover it.
+        (
+            {"render-api2": {"ws_ping_interval": 45}},
+            "api host 'render-api2' has ws_ping_interval=45 where 'render-nginx' has "
+            "ws_ping_interval=30.",
+        ),
+        # The nginx host alone overridden: every api host differs from it.
+        (
+            {"render-nginx": {"ws_ping_timeout": 5}},
+            "api host 'render-api1' has ws_ping_timeout=10 where 'render-nginx' has "
+            "ws_ping_timeout=5. api host 'render-api2' has ws_ping_timeout=10",
+        ),
+        (
+            {"render-api1": {"ws_allowed_origins": ["https://other.example"]}},
+            "api host 'render-api1' has ws_allowed_origins=['https://other.example'] where",
+        ),
+        # The service variable behind a shared value, set around it.
+        (
+            {"render-api2": {"api_extra_env": {"WS_PING_INTERVAL": "45"}}},
+            "api host 'render-api2' sets WS_PING_INTERVAL in api_extra_env (set ws_ping_interval "
+            "instead).",
+        ),
+        (
+            {"render-api1": {"api_extra_env": {"ws_ping_timeout": "1"}}},
+            "api host 'render-api1' sets WS_PING_TIMEOUT in api_extra_env",
+        ),
+        # A variable the api role writes itself (the unit's PORT), read from its templates.
+        (
+            {"render-api1": {"api_extra_env": {"PORT": "1", "FOO": "bar"}}},
+            "the role writes them (templates/ws-kit.env.j2, the unit's Environment=), from the "
+            "role's and the shared ws_* variables. It sets PORT.",
+        ),
+    ],
+    ids=[
+        "api-interval",
+        "nginx-timeout",
+        "api-origins",
+        "extra-env-interval",
+        "extra-env-lowercase",
+        "extra-env-port",
+    ],
+)
+def test_contract_breach_fails_naming_host_and_variable_before_any_change(
+    tmp_path: Path, variables: dict[str, dict[str, Any]], message: str
+) -> None:
+    out = tmp_path / "out"
+    proc = _render(out, inventory=_inventory(tmp_path, variables))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, _tail(proc)
+    assert message in " ".join(output.split()), _tail(proc)
+    assert "Preflight - check the shared and role variables" in output
+    # any_errors_fatal: no host went on to render anything.
+    assert list(out.iterdir()) == [], list(out.iterdir())
+    assert set(_changed_counts(output)) == {0}, _tail(proc)
+
+
+@pytest.mark.timeout(300)
+def test_contract_breach_hides_the_token(tmp_path: Path) -> None:
+    variables = {"render-api2": {"ws_auth_token": "s3cret-api"}}
+    proc = _render(tmp_path / "out", inventory=_inventory(tmp_path, variables))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, _tail(proc)
+    assert (
+        "api host 'render-api2' has ws_auth_token=(hidden) where 'render-nginx' has "
+        "ws_auth_token=(hidden)." in " ".join(output.split())
+    ), _tail(proc)
+    assert "s3cret" not in output
+
+
+@pytest.mark.timeout(300)
+def test_deploy_stops_in_preflight_on_a_diverging_api_host(tmp_path: Path) -> None:
+    """The real entry point, in check mode: no play after the preflight starts."""
+    inventory = _inventory(tmp_path, {"render-api1": {"ws_ping_interval": 20}})
+    proc = _run(
+        [str(BIN / "ansible-playbook"), "--check", "-i", str(inventory), "playbooks/deploy.yml"],
+        timeout=180,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, _tail(proc)
+    assert (
+        "api host 'render-api1' has ws_ping_interval=20 where 'render-nginx' has "
+        "ws_ping_interval=30." in " ".join(output.split())
+    ), _tail(proc)
+    plays = re.findall(r"^PLAY \[(.+?)\]", output, re.MULTILINE)
+    assert plays == [
+        "Preflight - learn the api hosts' cores (api_instances defaults to their vCPU count)",
+        "Preflight - check the shared and role variables",
+    ], plays
+    assert set(_changed_counts(output)) == {0}, _tail(proc)
+
+
+@pytest.mark.timeout(300)
+def test_contract_holds_when_every_host_has_the_same_values(tmp_path: Path) -> None:
+    """Overrides for the whole deployment pass, however each host spells the same value."""
+    variables: dict[str, dict[str, Any]] = {
+        "ws_kit": {"ws_ping_interval": 45, "ws_require_origin": True},
+        # As an INI inventory or -e key=value would give them: strings.
+        "render-api1": {"ws_ping_interval": "45", "ws_require_origin": "true"},
+        "render-api2": {"ws_ping_interval": 45.0, "api_extra_env": {"FOO": "bar"}},
+    }
+    out = tmp_path / "out"
+    proc = _render(out, inventory=_inventory(tmp_path, variables))
+    assert proc.returncode == 0, _tail(proc)
+    assert "proxy_read_timeout 78s;" in (out / "nginx.conf").read_text()
+    for host in ("render-api1", "render-api2"):
+        env = (out / f"{host}.env").read_text()
+        assert 'WS_REQUIRE_ORIGIN="true"' in env, env
+        assert re.search(r'^WS_PING_INTERVAL="45(\.0)?"$', env, re.MULTILINE), env
+    assert 'FOO="bar"' in (out / "render-api2.env").read_text()
