@@ -16,6 +16,8 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v chromium >/dev/null || need+=(chromium)
 # promtool (alert rule checks) comes only with Debian's prometheus: ~19 MB, ~35 s to install.
 command -v promtool >/dev/null || need+=(prometheus)
+# shellcheck: actionlint runs it on the CI workflow's run: scripts (tests/test_workflow.py).
+command -v shellcheck >/dev/null || need+=(shellcheck)
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
