@@ -21,7 +21,7 @@ from smoke.browser import mixed_content
 from smoke.model import Report
 from smoke.runner import run_checks
 from smoke.target import Options, parse_target
-from testkit.nginx import NginxProxy
+from testkit.nginx import Nginx, NginxProxy
 from testkit.ports import free_port
 from testkit.service import ServiceProcess, StartService
 from tests.browser_support import (
@@ -384,3 +384,60 @@ def test_check_page_behind_a_proxy_that_cuts_idle_sockets_diagnoses_the_idle_tim
         1006, False, "network")
     assert 0.9 <= dropped[0]["idle_s"] < 2.5, dropped
     assert dropped[0]["meaning"].startswith("abnormal closure")
+
+
+BROKEN_PROXY = """\
+server {{
+    listen 127.0.0.1:{port};
+    location / {{
+        # The classic mistake: no Upgrade / Connection headers passed on.
+        proxy_pass http://127.0.0.1:{backend};
+        proxy_http_version 1.1;
+    }}
+}}
+"""
+
+
+def test_check_page_behind_a_proxy_that_drops_upgrade_infers_it(
+        start_service: StartService, tmp_path: Path) -> None:
+    """The browser sees only 1006; /health answering 200 through the same proxy, the endpoint
+    not a 404, the origin allowed and no token set leave the Upgrade headers as the cause."""
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    service = start_service(PUBLIC_BASE_URL=public)
+    proxy = Nginx(tmp_path / "nginx", BROKEN_PROXY.format(port=port, backend=service.port), port)
+    proxy.start()
+    try:
+        report, console = _check_page(f"{public}{PATH}{QUERY}", tmp_path / "profile")
+    finally:
+        proxy.stop()
+    assert _statuses(report)["handshake"] == "fail"
+    assert report["verdict"]["codes"] == ["upgrade_not_forwarded"], report["verdict"]
+    diagnosis = report["verdict"]["diagnoses"][0]
+    assert "inferred" in diagnosis["cause"]
+    assert "proxy_set_header Upgrade $http_upgrade" in diagnosis["next_step"]
+    assert '"event":"connect"' not in service.output()
+    # What the page cannot read, the browser's console shows: the proxy's answer was no 101.
+    assert any("Error during WebSocket handshake" in line for line in console), console
+
+
+def test_check_page_shows_a_server_restart_as_1001_going_away(
+        start_service: StartService, tmp_path: Path) -> None:
+    """SIGTERM while the page holds /ws/health and /ws: both get 1001, shown with its meaning
+    for this service, and the verdict is the server's close, not a network drop."""
+    service = start_service()
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open(f"http://localhost:{service.port}{PATH}?sustain=60&latency_limit=1000")
+        connects = _connects(service, 3)  # /ws/echo (done by now), then the two held sockets
+        assert {c["endpoint"] for c in connects} == {"/ws/echo", "/ws/health", "/ws"}
+        assert service.stop() == 0
+        report = browser.report(timeout=30)
+    statuses = _statuses(report)
+    assert statuses["sustained"] == "fail", report["checks"]
+    assert report["verdict"]["codes"] == ["closed_1001"], report["verdict"]
+    held = [c for c in report["closes"] if c["endpoint"] in ("/ws/health", "/ws")]
+    assert len(held) == 2, report["closes"]
+    for close in held:
+        assert (close["code"], close["wasClean"], close["closed_by"]) == (1001, True, "server")
+        assert close["meaning"].startswith("going away - the server is restarting")
+    assert report["duration_s"] < 30  # the drop ended the run, not the 60 s sustain
