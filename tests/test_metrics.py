@@ -20,11 +20,13 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 import yaml
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from service.metrics import CONTENT_TYPE, LATENESS_BUCKETS
+from smoke.exporter import WatchMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -43,7 +45,9 @@ SMOKE_METRICS = {
     "ws_smoke_heartbeat_gap_seconds": "histogram",
     "ws_smoke_last_diagnosis_info": "gauge",
     "ws_smoke_check_passed": "gauge",
+    "ws_smoke_last_run_timestamp_seconds": "gauge",
 }
+TEXTFILE_ONLY = {"ws_smoke_check_passed", "ws_smoke_last_run_timestamp_seconds"}
 
 
 class Service(Protocol):
@@ -119,26 +123,32 @@ def s(name: str, **labels: str) -> Sample:
     return name, frozenset(labels.items())
 
 
-async def close_after_rate_limit(url: str) -> int | None:
-    """Three pings (the burst), then one more at once: the server closes with 1008."""
+async def close_after_rate_limit(url: str) -> tuple[str, int | None]:
+    """Three pings (the burst), then one more at once: the server closes with 1008.
+
+    Returns the connection's client_id (from the pongs) and the close code."""
     async with connect(url) as ws:
         for _ in range(3):
             await ws.send('{"type":"ping"}')
-            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
+            pong = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert pong["type"] == "pong"
         await ws.send('{"type":"ping"}')
         try:
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
         except ConnectionClosed as closed:
-            return closed.rcvd.code if closed.rcvd else None
+            return pong["client_id"], closed.rcvd.code if closed.rcvd else None
 
 
-async def echo_twice_and_close(ws: ClientConnection) -> None:
-    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "welcome"
+async def echo_twice_and_close(ws: ClientConnection) -> str:
+    """Two echoes and a 1000 close; the connection's client_id."""
+    welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert welcome["type"] == "welcome"
     for n in range(2):
         await ws.send(json.dumps({"type": "test", "data": n}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "echo"
     await ws.close(1000)
+    return str(welcome["client_id"])
 
 
 def test_known_sequence_gives_exact_counter_deltas(start_service: Callable[..., Service]) -> None:
@@ -147,26 +157,23 @@ def test_known_sequence_gives_exact_counter_deltas(start_service: Callable[..., 
                             WS_RATE_BURST="3")
     before = scrape(service)
     assert before[s("ws_kit_connections_opened_total", endpoint="/ws/echo")] == 0
-    start = len(service.lines)
-
-    async def connects() -> dict[Sample, float]:
+    async def connects() -> tuple[dict[Sample, float], list[str]]:
         first = await connect(f"{service.ws}/ws/echo", origin=ALLOWED)  # type: ignore[arg-type]
         second = await connect(f"{service.ws}/ws/echo", origin=ALLOWED)  # type: ignore[arg-type]
         during = await asyncio.to_thread(scrape, service)
         with pytest.raises(InvalidStatus) as refused:
             await connect(f"{service.ws}/ws", origin="http://evil.example")  # type: ignore[arg-type]
         assert refused.value.response.status_code == 403
-        await echo_twice_and_close(first)
-        await echo_twice_and_close(second)
-        assert await close_after_rate_limit(f"{service.ws}/ws") == 1008
-        return during
+        ids = [await echo_twice_and_close(first), await echo_twice_and_close(second)]
+        limited, code = await close_after_rate_limit(f"{service.ws}/ws")
+        assert code == 1008
+        return during, [*ids, limited]
 
-    during = run(connects())
+    during, client_ids = run(connects())
     assert during[s("ws_kit_connections_open", endpoint="/ws/echo")] == 2
     # A session's counts move into its endpoint's totals before its close line is logged.
-    for _ in range(3):
-        start = service.lines.index(
-            service.wait_for_line(r'"event":"close"', start=start), start) + 1
+    for client_id in client_ids:
+        service.wait_for_line(rf'"event":"close".*"client_id":"{client_id}"')
     after = scrape(service)
     assert delta(before, after) == {
         s("ws_kit_connections_opened_total", endpoint="/ws/echo"): 2,
@@ -375,6 +382,15 @@ def known_names(service: Service) -> set[str]:
     declared = {family.name: family.type for family in text_string_to_metric_families(body)}
     smoke = {name.removesuffix("_total"): kind for name, kind in SMOKE_METRICS.items()}
     return series_names(declared) | series_names(smoke) | {"up"}
+
+
+def test_the_watch_exporter_declares_the_names_the_dashboard_uses() -> None:
+    """The smoke contract above against ``ws-smoke watch --metrics-port``'s own registry."""
+    body = generate_latest(WatchMetrics("ws://127.0.0.1:1/ws/health").registry).decode()
+    declared = {family.name: family.type for family in text_string_to_metric_families(body)}
+    for name, kind in SMOKE_METRICS.items():
+        if name not in TEXTFILE_ONLY:
+            assert declared.get(name.removesuffix("_total")) == kind, name
 
 
 def test_metric_name_extraction() -> None:
