@@ -441,3 +441,21 @@ def test_check_page_shows_a_server_restart_as_1001_going_away(
         assert (close["code"], close["wasClean"], close["closed_by"]) == (1001, True, "server")
         assert close["meaning"].startswith("going away - the server is restarting")
     assert report["duration_s"] < 30  # the drop ended the run, not the 60 s sustain
+
+
+def test_check_page_over_https_may_check_a_loopback_ws_url(
+        start_service: StartService, tmp_path: Path) -> None:
+    """The same https page told to check ws://127.0.0.1:PORT: loopback is potentially
+    trustworthy, so nothing is blocked and every check passes (the page's origin listed)."""
+    page = render(load_settings({})).encode()
+    headers = {"Content-Security-Policy": content_security_policy(page.decode())}
+    with PageServer(tls_context(tmp_path)) as server:
+        service = start_service(ALLOWED_ORIGINS=server.origin)
+        server.serve(page, headers)
+        report, console = _check_page(f"{server.url}{QUERY}&url={service.ws}", tmp_path / "p")
+    _assert_all_pass(report, console, service.ws)
+    mixed = next(c for c in report["checks"] if c["name"] == "mixed_content")
+    assert mixed["detail"].endswith(
+        f"but 127.0.0.1:{service.port} is loopback, which browsers allow"), mixed
+    assert report["secure_context"] is True
+    assert {c["origin"] for c in _connects(service, 3)} == {server.origin}
