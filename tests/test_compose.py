@@ -45,17 +45,24 @@ def _tail(proc: subprocess.CompletedProcess[str], lines: int = 60) -> str:
     return "\n".join((proc.stdout + proc.stderr).splitlines()[-lines:])
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+
+
 def _health(port: int, deadline: float) -> dict[str, object]:
-    """GET /health until it answers 200 (the service is up) or the deadline passes."""
+    """GET /health until it answers 200 (as the seed's curl -f loop) or the deadline passes."""
     url = f"http://127.0.0.1:{port}/health"
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with _DIRECT.open(url, timeout=2) as response:
                 body: dict[str, object] = json.loads(response.read())
                 return body
-        except (OSError, urllib.error.URLError) as exc:
+        except urllib.error.HTTPError as exc:  # listening, not ready: a bounded poll
             if time.monotonic() > deadline:
-                raise AssertionError(f"{url} never answered 200: {exc}") from None
+                raise AssertionError(f"{url} answered {exc.code}, never 200") from None
+            time.sleep(0.2)
+        except OSError as exc:  # nothing listens yet: wait for the port itself
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} never answered: {exc}") from None
             wait_for_port(port, timeout=max(0.1, deadline - time.monotonic()))
 
 
