@@ -73,8 +73,8 @@ class TlsFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
     issuer: str | None = None
     not_after: str | None = None
     days_left: float | None = None
-    verified: bool = False
-    """False with ``--insecure``, or when the verification failed."""
+    verified: bool
+    """False with ``--insecure``, or when the verification failed (always written)."""
 
 
 class Evidence(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -83,6 +83,10 @@ class Site:
             "testkit_template": str(TEMPLATE),
             "testkit_dest": str(dest),
         }
+        if self.tls_port is not None and self.tls_dir is not None:
+            variables.update(nginx_tls_listen_port=self.tls_port, nginx_tls_dir=self.tls_dir,
+                             nginx_tls_certificate_src=f"{self.tls_dir}/ws-kit.crt",
+                             nginx_tls_certificate_key_src=f"{self.tls_dir}/ws-kit.key")
         if not self.per_address_limits:
             variables.update(nginx_limit_conn_per_address=0, nginx_limit_handshake_rate=0)
         return variables

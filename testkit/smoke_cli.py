@@ -29,14 +29,20 @@ __all__ = ["REPO", "Nginx", "Service", "free_port", "launch_nginx", "launch_serv
 
 
 @dataclass
-class Service:
+class Listening:
+    """A process serving on 127.0.0.1:``port``; ``files``: its log (service) or folder (nginx)."""
+
     port: int
     proc: subprocess.Popen[bytes]
-    log: Path
+    files: Path
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+Service = Listening
+Nginx = Listening
 
 
 def launch_service(tmp: Path, **env: str) -> Service:
@@ -48,7 +54,7 @@ def launch_service(tmp: Path, **env: str) -> Service:
     with log.open("wb") as out:
         proc = subprocess.Popen([str(VENV_BIN / "ws-service")], env=base, stdout=out,
                                 stderr=subprocess.STDOUT)
-    service = Service(port, proc, log)
+    service = Listening(port, proc, log)
     try:
         wait_for_port(port, proc, log)
     except BaseException:
@@ -73,17 +79,6 @@ UPGRADE = ("        proxy_set_header Upgrade $http_upgrade;\n"
            "        proxy_set_header Connection $connection_upgrade;\n")
 
 
-@dataclass
-class Nginx:
-    port: int
-    proc: subprocess.Popen[bytes]
-    dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-
 def launch_nginx(tmp: Path, backend: int, *, upgrade: bool = True,
                  read_timeout: str = "60s", strip_origin: bool = False) -> Nginx:
     """A throwaway nginx proxying to 127.0.0.1:backend: a minimal site, not the role's, so a
@@ -97,7 +92,7 @@ def launch_nginx(tmp: Path, backend: int, *, upgrade: bool = True,
                                 access_log=True)
     runner.start()
     assert runner.proc is not None
-    return Nginx(port, runner.proc, runner.folder)
+    return Listening(port, runner.proc, runner.folder)
 
 
 @dataclass

@@ -151,6 +151,26 @@ def test_allowed_origin_passes(fast_service: Service, tmp_path: Path) -> None:
     assert "sustained" not in {r["name"] for r in run.report["results"]}
 
 
+def test_proxy_that_drops_origin_disables_the_origin_check(fast_service: Service,
+                                                          workdir: Path,
+                                                          tmp_path: Path) -> None:
+    """``proxy_set_header Origin ""`` hides every browser's origin from the service, which then
+    accepts a foreign page like a non-browser client: the README's "Foreign Origin accepted"."""
+    nginx = launch_nginx(workdir, fast_service.port, strip_origin=True)
+    try:
+        run = run_smoke(tmp_path, nginx.url, "--quick")
+    finally:
+        stop(nginx.proc)
+    assert run.code == 1, run.out
+    assert run.codes == ["origin_not_enforced"], run.out
+    diagnosis = run.diagnosis("origin_not_enforced")
+    assert "was accepted (101) although allowed_origins is" in diagnosis["cause"]
+    assert "passes the Origin header through unchanged" in diagnosis["next_step"]
+    assert run.result("origin_policy")["status"] == "fail"
+    direct = run_smoke(tmp_path, fast_service.url, "--quick")
+    assert direct.code == 0, direct.out  # the service itself enforces it
+
+
 def test_nginx_without_upgrade_headers(fast_service: Service, workdir: Path,
                                        tmp_path: Path) -> None:
     nginx = launch_nginx(workdir, fast_service.port, upgrade=False)

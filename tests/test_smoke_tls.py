@@ -8,6 +8,7 @@ CLI a user runs (``--resolve`` keeps the public name ``ws-kit.test`` while conne
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.certs import Authority
 from testkit.nginx import Nginx
@@ -89,9 +91,10 @@ def only_diagnosis(report: dict[str, Any]) -> dict[str, Any]:
     return diagnosis
 
 
-def test_valid_certificate_passes_every_check_with_cacert(stack: Stack) -> None:
+def test_valid_certificate_passes_every_check_with_cacert(stack: Stack, tmp_path: Path) -> None:
+    prom = tmp_path / "smoke.prom"
     code, report, text = smoke(stack, f"wss://{NAME}:{stack.ports['valid']}",
-                               "--cacert", str(stack.ca))
+                               "--cacert", str(stack.ca), "--prometheus", str(prom))
     assert code == 0, text
     assert report["counts"] == {"pass": 14, "fail": 0, "skip": 0}, text
     tls = report["tls"]
@@ -102,6 +105,11 @@ def test_valid_certificate_passes_every_check_with_cacert(stack: Stack) -> None:
     assert tls["version"] in ("TLSv1.2", "TLSv1.3")
     assert 89 < tls["days_left"] <= 90
     assert report["warnings"] == []
+    expiry = [s for family in text_string_to_metric_families(prom.read_text())
+              for s in family.samples if s.name == "ws_smoke_tls_cert_expiry_timestamp_seconds"]
+    assert len(expiry) == 1
+    not_after = dt.datetime.fromisoformat(tls["not_after"]).timestamp()
+    assert expiry[0].value == pytest.approx(not_after)
     check = next(r for r in report["results"] if r["name"] == "tls")
     assert "verified" in check["detail"]
     assert f"CN={NAME}" in check["detail"]
