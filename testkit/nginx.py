@@ -178,14 +178,6 @@ class NginxProxy:
     def url(self) -> str:
         return f"ws://{LOOPBACK}:{self.port}"
 
-    @property
-    def log(self) -> Path:
-        return self.folder / "error.log"
-
-    @property
-    def proc(self) -> subprocess.Popen[bytes] | None:
-        return self.nginx.proc if self.nginx is not None else None
-
     def _site(self) -> str:
         text = role_site.render_site(
             self.port, [self.backend] if isinstance(self.backend, int) else self.backend,
