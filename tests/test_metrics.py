@@ -4,6 +4,7 @@ dashboard's and the alert rules' metric names against a real scrape, ``promtool`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -25,8 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from service.metrics import CONTENT_TYPE, LATENESS_BUCKETS
+from service.metrics import CONTENT_TYPE, LATENESS_BUCKETS, Buckets
 from smoke.exporter import WatchMetrics
+from testkit.rawws import TEXT, RawWebSocket, encode_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -193,6 +195,40 @@ def test_known_sequence_gives_exact_counter_deltas(start_service: Callable[..., 
     for name in ("process_resident_memory_bytes", "process_open_fds",
                  "process_cpu_seconds_total"):
         assert after[s(name)] > 0, name
+
+
+def test_a_peer_that_stops_reading_is_a_send_deadline_drop(
+    start_service: Callable[..., Service],
+) -> None:
+    service = start_service(WS_SEND_TIMEOUT="0.5", WS_PING_INTERVAL="30", WS_PING_TIMEOUT="10")
+    before = scrape(service)
+    ws = RawWebSocket(service.port)
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        assert ws.handshake("/ws") == 101
+        frame = encode_frame(TEXT, json.dumps({"type": "bulk", "data": "x" * 60_000}).encode())
+        ws.sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError, ConnectionResetError, BrokenPipeError):
+            for _ in range(400):  # echo requests, never reading, until both directions are full
+                ws.sock.sendall(frame)
+        service.wait_for_line(r'"event":"close".*peer not reading', timeout=10)
+    finally:
+        ws.close()
+    changed = delta(before, scrape(service))
+    assert changed[s("ws_kit_send_deadline_drops_total", endpoint="/ws")] == 1
+    assert changed[s("ws_kit_connections_closed_total", endpoint="/ws", code="1006",
+                     closed_by="server")] == 1
+    assert changed[s("ws_kit_connections_opened_total", endpoint="/ws")] == 1
+    assert s("ws_kit_rate_limit_closes_total", endpoint="/ws") not in changed
+
+
+def test_histogram_buckets_count_a_value_on_a_bound_in_that_bucket() -> None:
+    buckets = Buckets((0.01, 0.1))
+    for value in (0.0, 0.01, 0.05, 0.1, 7.0):
+        buckets.observe(value)
+    assert buckets.counts == [2, 2, 1]
+    assert buckets.cumulative() == [("0.01", 2.0), ("0.1", 4.0), ("+Inf", 5.0)]
+    assert buckets.sum == pytest.approx(7.16)
 
 
 def test_heartbeats_and_their_lateness(service: Service) -> None:
