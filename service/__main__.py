@@ -21,10 +21,10 @@ from granian.log import LogLevels
 from granian.server.embed import Server
 
 from service.app import create_app
+from service.codes import CloseCode
 from service.control import serve_control
 from service.limits import memory_bound
 from service.registry import Registry
-from service.session import GOING_AWAY
 from service.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger("service")
@@ -99,7 +99,7 @@ async def serve(settings: Settings) -> None:
     open_count = len(registry)
     logger.info("draining: new handshakes get 503, %d connection(s) get 1001", open_count)
     left = await registry.close_all(
-        GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout
+        CloseCode.GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout
     )
     logger.info("shutdown: closed %d connection(s) with 1001, %d did not finish", open_count, left)
     if control is not None:

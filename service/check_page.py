@@ -65,7 +65,7 @@ def content_security_policy(page: str) -> str:
 
 def render(settings: Settings) -> str:
     data = PageData(
-        page_origin=origin_of(settings.base_url),
+        page_origin=origin_of(settings.public_base_url),
         allowed_origins=list(settings.allowed_origins),
         any_origin=settings.any_origin,
         auth_required=bool(settings.ws_auth_token),

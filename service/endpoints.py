@@ -49,7 +49,7 @@ def ping_config(settings: Settings, *, with_duration: bool = False) -> PingConfi
     interval = _number(settings.ws_ping_interval)
     return PingConfig(
         ping_interval=interval,
-        ping_timeout=_number(settings.ping_timeout),
+        ping_timeout=_number(settings.ws_ping_timeout),
         # A client connected this long has seen at least one heartbeat.
         expected_min_connection_duration=interval if with_duration else None,
     )
@@ -155,8 +155,8 @@ class HealthEndpoint:
         self._config = ping_config(settings, with_duration=True)
         self._environment = Environment(
             allowed_origins=list(settings.allowed_origins),
-            public_base_url=settings.base_url,
-            ws_public_url=settings.ws_url,
+            public_base_url=settings.public_base_url,
+            ws_public_url=settings.ws_public_url,
         )
 
     def greeting(self, session: Session) -> HealthStatus:

@@ -93,11 +93,11 @@ class ServiceCollector(Collector):
         # (Registry.add files every session's endpoint in registry.totals.)
         live = {path: [0, 0, 0, 0] for path in registry.totals}
         for session in registry.sessions():
-            row = live[session.endpoint.path]
+            row = live[session.path]
             row[0] += 1
             row[1] += session.messages_in
             row[2] += session.messages_out
-            row[3] += session.policy.ping_count
+            row[3] += session.ping_count
 
         endpoint = ["endpoint"]
         opened = CounterMetricFamily(

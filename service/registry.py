@@ -1,19 +1,42 @@
-"""The open sessions of one process, so a shutdown can say goodbye to each of them.
+"""The open connections of one process, so a shutdown can say goodbye to each of them.
 
 It also keeps each endpoint's totals for ``/metrics`` (:mod:`service.metrics`): a closed
-session's counters are folded in once, at close, so they outlive the session object.
+connection's counters are folded in once, at close, so they outlive the connection object.
+
+The registry knows a connection only as a :class:`Member`; the session module depends on the
+registry, never the other way round.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from service.session import ABNORMAL, GOING_AWAY, POLICY_VIOLATION
+from service.codes import CloseCode
+from service.policy import Close
 
-if TYPE_CHECKING:
-    from service.session import Session
+
+class Member(Protocol):
+    """What the registry and ``/metrics`` read of an open connection (a ``Session``)."""
+
+    opened_at: float
+    messages_in: int
+    messages_out: int
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def ping_count(self) -> int: ...
+
+    @property
+    def closed(self) -> Close | None: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def request_close(self, code: int, reason: str) -> None: ...
 
 
 class EndpointTotals:
@@ -34,7 +57,7 @@ class EndpointTotals:
 
 class Registry:
     def __init__(self) -> None:
-        self._sessions: set[Session] = set()
+        self._sessions: set[Member] = set()
         self._empty = asyncio.Event()
         self._empty.set()
         self.closing = False
@@ -45,7 +68,7 @@ class Registry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def sessions(self) -> Iterator[Session]:
+    def sessions(self) -> Iterator[Member]:
         return iter(self._sessions)
 
     def endpoint_totals(self, path: str) -> EndpointTotals:
@@ -57,32 +80,34 @@ class Registry:
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
 
-    def add(self, session: Session) -> None:
+    def add(self, session: Member) -> None:
         self._sessions.add(session)
         self._empty.clear()
-        self.endpoint_totals(session.endpoint.path).opened += 1
+        self.endpoint_totals(session.path).opened += 1
 
-    def discard(self, session: Session) -> None:
+    def discard(self, session: Member) -> None:
         if session in self._sessions:
             self._sessions.remove(session)
             self._fold(session)
         if not self._sessions:
             self._empty.set()
 
-    def _fold(self, session: Session) -> None:
+    def _fold(self, session: Member) -> None:
         """Add a closing session's counters to its endpoint's totals (once: it leaves the set)."""
-        totals = self.endpoint_totals(session.endpoint.path)
+        totals = self.endpoint_totals(session.path)
         totals.messages_in += session.messages_in
         totals.messages_out += session.messages_out
-        totals.heartbeats += session.policy.ping_count
-        close = session.policy.closed
-        key = (int(close.code), close.by) if close is not None else (int(ABNORMAL), "unknown")
+        totals.heartbeats += session.ping_count
+        close = session.closed
+        key = ((int(close.code), close.by) if close is not None
+               else (int(CloseCode.ABNORMAL), "unknown"))
         totals.closes[key] = totals.closes.get(key, 0) + 1
         if close is None or close.by != "server":
             return
-        if close.code == ABNORMAL and not close.send_frame:
+        if close.code == CloseCode.ABNORMAL and not close.send_frame:
             totals.send_deadline_drops += 1  # the policy's only frameless server close
-        elif close.code == POLICY_VIOLATION and (close.reason or "").startswith("rate limit"):
+        elif (close.code == CloseCode.POLICY_VIOLATION
+              and (close.reason or "").startswith("rate limit")):
             totals.rate_limit_closes += 1
 
     def shed(self, count: int, reason: str) -> int:
@@ -92,7 +117,7 @@ class Registry:
         open_ = [session for session in self._sessions if not session.closing]
         newest = sorted(open_, key=lambda s: s.opened_at, reverse=True)[:count]
         for session in newest:
-            session.request_close(GOING_AWAY, reason)
+            session.request_close(CloseCode.GOING_AWAY, reason)
         return len(newest)
 
     async def close_all(self, code: int, reason: str, timeout: float) -> int:

@@ -56,7 +56,7 @@ def origin_of(url: str) -> str:
 def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[ASGIApp], ASGIApp]:
     # The service's own public origin (PUBLIC_BASE_URL) is where /ws-check is served from:
     # accepted without being listed, so the check page works wherever the service is.
-    allowed = frozenset(settings.allowed_origins) | {origin_of(settings.base_url)}
+    allowed = frozenset(settings.allowed_origins) | {origin_of(settings.public_base_url)}
     token = settings.ws_auth_token.encode() if settings.ws_auth_token else None
 
     def check(scope: Scope) -> tuple[int, str, str] | None:

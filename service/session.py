@@ -49,15 +49,6 @@ if TYPE_CHECKING:
     from service.scheduler import Scheduler
     from service.settings import Settings
 
-# Kept for the modules and tests that name them; the values are CloseCode's.
-NORMAL = CloseCode.NORMAL
-GOING_AWAY = CloseCode.GOING_AWAY
-UNSUPPORTED_DATA = CloseCode.UNSUPPORTED_DATA
-NO_STATUS = CloseCode.NO_STATUS
-POLICY_VIOLATION = CloseCode.POLICY_VIOLATION
-ABNORMAL = CloseCode.ABNORMAL
-MESSAGE_TOO_BIG = CloseCode.MESSAGE_TOO_BIG
-INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 
 MAX_REASON_BYTES = 123
 _encode = msgspec.json.Encoder().encode
@@ -85,9 +76,9 @@ def heartbeat_phase(interval: float) -> float:
 def limits_for(settings: Settings, *, periodic: bool) -> Limits:
     """The policy's numbers for an endpoint: built once, not at every handshake."""
     return Limits(
-        interval=settings.ws_ping_interval, ping_timeout=settings.ping_timeout,
-        send_timeout=settings.send_timeout, max_bytes=settings.ws_max_message_bytes,
-        periodic=periodic, rate=settings.ws_rate_limit, burst=float(settings.rate_burst),
+        interval=settings.ws_ping_interval, ping_timeout=settings.ws_ping_timeout,
+        send_timeout=settings.ws_send_timeout, max_bytes=settings.ws_max_message_bytes,
+        periodic=periodic, rate=settings.ws_rate_limit, burst=float(settings.ws_rate_burst),
     )
 
 
@@ -129,7 +120,15 @@ class Session:
         self._beats: set[asyncio.Task[None]] = set()
         self._interrupting = False
 
-    # --- what the endpoints and the registry read -----------------------------------------
+    # --- what the endpoints and the registry read (service.registry.Member) ---------------
+
+    @property
+    def path(self) -> str:
+        return self.endpoint.path
+
+    @property
+    def closed(self) -> Close | None:
+        return self.policy.closed
 
     @property
     def age(self) -> float:
@@ -228,7 +227,7 @@ class Session:
         )
         try:
             if self.registry.closing:
-                self.policy.close(GOING_AWAY, "server shutting down")
+                self.policy.close(CloseCode.GOING_AWAY, "server shutting down")
             else:
                 self.scheduler.schedule(self, self.policy.next_deadline())
                 greeting = self.endpoint.greeting(self)
@@ -237,7 +236,7 @@ class Session:
                 await self._receive_loop()
         except asyncio.CancelledError:
             if not self._interrupting:  # cancelled by the server itself: say goodbye, go on
-                self.policy.close(GOING_AWAY, "server shutting down")
+                self.policy.close(CloseCode.GOING_AWAY, "server shutting down")
                 await self._finish(client)
                 raise
             task = asyncio.current_task()
@@ -245,7 +244,7 @@ class Session:
                 task.uncancel()
         except Exception:
             _log.exception("connection %s failed", self.client_id)
-            self.policy.close(INTERNAL_ERROR, "internal error")
+            self.policy.close(CloseCode.INTERNAL_ERROR, "internal error")
         await self._finish(client)
 
     async def _receive_loop(self) -> None:
@@ -273,12 +272,13 @@ class Session:
         self.scheduler.cancel(self)
         for beat in list(self._beats):
             beat.cancel()
-        close = self.policy.closed or self.policy.close(GOING_AWAY, "server shutting down")
+        close = self.policy.closed or self.policy.close(CloseCode.GOING_AWAY,
+                                                        "server shutting down")
         tcp = None
         if close.by == "server":
             delivered = False
             if close.send_frame:
-                limit = self.settings.send_timeout
+                limit = self.settings.ws_send_timeout
                 if self.registry.closing:  # leave the shutdown time to release the socket
                     limit = min(limit, self.settings.ws_shutdown_timeout / 2)
                 with contextlib.suppress(Exception):
@@ -304,5 +304,6 @@ class Session:
             duration_s=round(self.age, 3), messages_in=self.messages_in,
             messages_out=self.messages_out, heartbeats_sent=self.policy.ping_count,
             pongs_received=self.policy.pong_count,
-            level=logging.WARNING if close.code in (ABNORMAL, INTERNAL_ERROR) else logging.INFO,
+            level=(logging.WARNING if close.code in (CloseCode.ABNORMAL, CloseCode.INTERNAL_ERROR)
+                   else logging.INFO),
         )

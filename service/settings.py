@@ -16,24 +16,33 @@ _Origin = Annotated[str, msgspec.Meta(pattern=r"^(\*|https?://[^/\s,]+)$")]
 
 
 class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
-    """Every knob of the service; field names are the environment variables, upper-cased."""
+    """Every knob of the service; field names are the environment variables, upper-cased.
+
+    One name per setting: a setting whose default depends on another (``0`` or ``""`` below)
+    holds its effective value once built, so nothing needs a second, derived name.
+    """
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 9000
     ws_ping_interval: _Seconds = 30.0
-    ws_ping_timeout: _Seconds | None = None
-    public_base_url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")] | None = None
-    ws_public_url: Annotated[str, msgspec.Meta(pattern=r"^wss?://\S+$")] | None = None
+    ws_ping_timeout: _Seconds = 0.0
+    """0 (unset): 10 s, capped at half the interval."""
+    public_base_url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")] = ""
+    """Unset: ``http://localhost:PORT``."""
+    ws_public_url: Annotated[str, msgspec.Meta(pattern=r"^wss?://\S+$")] = ""
+    """Unset: ``ws://localhost:PORT/ws``."""
     allowed_origins: Annotated[tuple[_Origin, ...], msgspec.Meta(min_length=1)] = (
         DEFAULT_ALLOWED_ORIGINS
     )
     ws_require_origin: bool = False
     ws_auth_token: str = ""
     ws_max_message_bytes: Annotated[int, msgspec.Meta(ge=128, le=16 * 1024 * 1024)] = 64 * 1024
-    ws_send_timeout: _Seconds | None = None
+    ws_send_timeout: _Seconds = 0.0
+    """0 (unset): the ping timeout."""
     ws_max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
     ws_rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 0.0
     ws_rate_burst: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    """0 (unset): one second's worth of ``ws_rate_limit`` (at least 1)."""
     ws_shutdown_timeout: _Seconds = 5.0
     listen_backlog: Annotated[int, msgspec.Meta(ge=128, le=65535)] = 1024
     http_max_connections: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 1024
@@ -44,40 +53,23 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
 
     def __post_init__(self) -> None:
         # A pong-aware client must be able to answer one heartbeat before the next is due.
-        if self.ws_ping_timeout is not None and self.ws_ping_timeout >= self.ws_ping_interval:
+        if self.ws_ping_timeout and self.ws_ping_timeout >= self.ws_ping_interval:
             raise ValueError(
                 f"WS_PING_TIMEOUT={self.ws_ping_timeout:g} must be below "
                 f"WS_PING_INTERVAL={self.ws_ping_interval:g}"
             )
-        # Browsers send origins lower-case (RFC 6454); so must the allow-list be to match.
-        msgspec.structs.force_setattr(
-            self, "allowed_origins", tuple(origin.lower() for origin in self.allowed_origins)
-        )
-
-    @property
-    def ping_timeout(self) -> float:
-        """``WS_PING_TIMEOUT``, or 10 s capped at half the interval when it is not set."""
-        if self.ws_ping_timeout is not None:
-            return self.ws_ping_timeout
-        return min(10.0, self.ws_ping_interval / 2)
-
-    @property
-    def base_url(self) -> str:
-        return self.public_base_url or f"http://localhost:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return self.ws_public_url or f"ws://localhost:{self.port}/ws"
-
-    @property
-    def send_timeout(self) -> float:
-        """How long one send may block before the peer is treated as dead."""
-        return self.ws_send_timeout or self.ping_timeout
-
-    @property
-    def rate_burst(self) -> int:
-        """Messages a client may send at once before ``WS_RATE_LIMIT`` applies."""
-        return self.ws_rate_burst or max(1, round(self.ws_rate_limit))
+        ping_timeout = self.ws_ping_timeout or min(10.0, self.ws_ping_interval / 2)
+        derived: dict[str, object] = {
+            "ws_ping_timeout": ping_timeout,
+            "public_base_url": self.public_base_url or f"http://localhost:{self.port}",
+            "ws_public_url": self.ws_public_url or f"ws://localhost:{self.port}/ws",
+            "ws_send_timeout": self.ws_send_timeout or ping_timeout,
+            "ws_rate_burst": self.ws_rate_burst or max(1, round(self.ws_rate_limit)),
+            # Browsers send origins lower-case (RFC 6454); so must the allow-list be to match.
+            "allowed_origins": tuple(origin.lower() for origin in self.allowed_origins),
+        }
+        for name, value in derived.items():
+            msgspec.structs.force_setattr(self, name, value)
 
     @property
     def any_origin(self) -> bool:

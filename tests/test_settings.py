@@ -18,12 +18,12 @@ def test_defaults_work_with_an_empty_environment() -> None:
     assert settings == Settings()
     assert settings.port == 9000
     assert settings.ws_ping_interval == 30
-    assert settings.ping_timeout == 10
+    assert settings.ws_ping_timeout == 10
     assert settings.allowed_origins == DEFAULT_ALLOWED_ORIGINS
-    assert settings.base_url == "http://localhost:9000"
-    assert settings.ws_url == "ws://localhost:9000/ws"
+    assert settings.public_base_url == "http://localhost:9000"
+    assert settings.ws_public_url == "ws://localhost:9000/ws"
     assert settings.ws_max_message_bytes == 65536
-    assert settings.send_timeout == 10
+    assert settings.ws_send_timeout == 10
 
 
 def test_values_are_parsed() -> None:
@@ -38,15 +38,15 @@ def test_values_are_parsed() -> None:
     assert settings.allowed_origins == ("https://a.example", "https://b.example:8443")
     assert settings.ws_require_origin is True
     assert settings.log_level == "debug"
-    assert settings.send_timeout == 2
-    assert settings.base_url == "https://api.example"
-    assert settings.ws_url == "wss://api.example/ws"
+    assert settings.ws_send_timeout == 2
+    assert settings.public_base_url == "https://api.example"
+    assert settings.ws_public_url == "wss://api.example/ws"
 
 
 def test_interval_alone_is_enough() -> None:
     """Setting only WS_PING_INTERVAL never trips over the default timeout."""
-    assert load_settings({"WS_PING_INTERVAL": "5"}).ping_timeout == 2.5
-    assert load_settings({"WS_PING_INTERVAL": "60"}).ping_timeout == 10
+    assert load_settings({"WS_PING_INTERVAL": "5"}).ws_ping_timeout == 2.5
+    assert load_settings({"WS_PING_INTERVAL": "60"}).ws_ping_timeout == 10
 
 
 def test_origins_are_compared_lower_case() -> None:
