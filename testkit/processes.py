@@ -33,6 +33,7 @@ class LineLog:
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> None:
         self.timed: list[tuple[float, str]] = []
+        self._eof = False  # the output ended: no line can come any more
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -47,6 +48,7 @@ class LineLog:
                 self.timed.append((time.monotonic(), line.rstrip("\n")))
                 self._changed.notify_all()
         with self._changed:
+            self._eof = True
             self._changed.notify_all()
 
     @property
@@ -66,7 +68,7 @@ class LineLog:
                     if regex.search(line):
                         return index, at, line
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                if left <= 0 or self._eof:
                     raise AssertionError(f"no line matching {pattern!r}; output:\n{self.text()}")
                 self._changed.wait(left)
 
