@@ -65,3 +65,14 @@ def test_every_readme_troubleshooting_row_is_produced_by_a_test() -> None:
             files = RULE_TESTS if "*(rule test)*" in row else REAL_TESTS
             assert _asserted(code, files), (
                 f"README row {row[:60]!r}: no test in {files} asserts {code!r}")
+
+
+def test_the_browser_page_speaks_the_same_vocabulary() -> None:
+    """/ws-check's verdict uses ws-smoke's codes (and no others), so a customer's pasted report
+    reads like a ws-smoke run."""
+    page = (ROOT / "service" / "static" / "ws_check.html").read_text()
+    used = set(re.findall(r'diagnose\("([a-z_0-9]+)"', page))
+    assert len(used) > 15
+    assert used <= CODES, used - CODES
+    assert not re.search(r'diagnose\([^"]', page.split("function diagnose", 1)[1]), (
+        "a computed code would escape this check")
