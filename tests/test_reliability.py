@@ -36,7 +36,6 @@ from testkit.ports import wait_for_port
 from testkit.processes import LineLog
 from testkit.procfs import fd_count, mib, nofile_limit, raise_nofile, rss_bytes, wait_until
 from testkit.service import ServiceProcess, StartService
-from testkit.site import proxy_read_timeout
 from testkit.smoke_cli import run_smoke
 
 T = TypeVar("T")
@@ -99,9 +98,9 @@ def proxies() -> Iterator[list[NginxProxy]]:
 def proxy_for(service: ServiceProcess, folder: Path, proxies: list[NginxProxy], *,
               interval: float, timeout: float, margin: float = 1.0,
               connections: int = 1024) -> NginxProxy:
-    """nginx from the role template, proxy_read_timeout = ceil(interval + timeout + margin)."""
-    read_timeout = proxy_read_timeout(interval, timeout, margin)
-    proxy = NginxProxy(folder / "nginx", service.port, read_timeout, interval, timeout,
+    """nginx from the role template, proxy_read_timeout = ceil(interval + timeout + margin)
+    (the rule with ``margin`` as its margin, rendered by Ansible)."""
+    proxy = NginxProxy(folder / "nginx", service.port, 0, interval, timeout,
                        connections=connections, margin=margin)
     proxies.append(proxy)
     return proxy.start()
