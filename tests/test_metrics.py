@@ -197,6 +197,36 @@ def test_known_sequence_gives_exact_counter_deltas(start_service: Callable[..., 
         assert after[s(name)] > 0, name
 
 
+def test_auth_and_cap_refusals_are_counted_by_reason(
+    start_service: Callable[..., Service],
+) -> None:
+    service = start_service(WS_AUTH_TOKEN="t0ken", WS_MAX_CONNECTIONS="1")
+    before = scrape(service)
+    token = {"Authorization": "Bearer t0ken"}
+
+    async def refusals() -> list[int]:
+        statuses = []
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"{service.ws}/ws", additional_headers=headers)
+            statuses.append(refused.value.response.status_code)
+        async with connect(f"{service.ws}/ws", additional_headers=token):
+            with pytest.raises(InvalidStatus) as capped:
+                await connect(f"{service.ws}/ws", additional_headers=token)
+            statuses.append(capped.value.response.status_code)
+        return statuses
+
+    assert run(refusals()) == [401, 401, 503]
+    service.wait_for_line(r'"event":"close"')
+    changed = delta(before, scrape(service))
+    assert {key: value for key, value in changed.items()
+            if key[0] == "ws_kit_handshakes_refused_total"} == {
+        s("ws_kit_handshakes_refused_total", reason="auth"): 2,
+        s("ws_kit_handshakes_refused_total", reason="cap"): 1,
+    }
+    assert changed[s("ws_kit_connections_opened_total", endpoint="/ws")] == 1
+
+
 def test_a_peer_that_stops_reading_is_a_send_deadline_drop(
     start_service: Callable[..., Service],
 ) -> None:
