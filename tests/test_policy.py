@@ -124,6 +124,16 @@ def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     assert action.code == CloseCode.POLICY_VIOLATION
 
 
+def test_a_clock_reading_before_open_never_debits_the_bucket() -> None:
+    """The driver passes the coarse scheduler clock, which may predate the policy's open time:
+    a full burst right after connect must still pass, with nothing taken away."""
+    limits = Limits(interval=30, ping_timeout=10, send_timeout=10, max_bytes=1024,
+                    periodic=False, rate=2.0, burst=3.0)
+    policy = Policy(limits, now=10.0)
+    assert [policy.message(9.9, "{}") for _ in range(3)] == [None] * 3
+    assert isinstance(policy.message(9.95, "{}"), Close)
+
+
 @pytest.mark.parametrize(
     ("text", "code"),
     [(None, CloseCode.UNSUPPORTED_DATA), ("x" * 1025, CloseCode.MESSAGE_TOO_BIG),
