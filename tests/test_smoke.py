@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+import smoke.checks
+import smoke.checks.health
 from service.messages import Echo, Heartbeat, WsEcho
 from smoke.browser import mixed_content
 from smoke.model import Report
 from smoke.probe import Probe
+from smoke.recorder import Run
 from smoke.runner import run_checks
-from smoke.suite import Suite
 from smoke.target import Options, parse_target
 from testkit.paths import REPO
 from testkit.ports import free_port
@@ -515,10 +517,10 @@ def _statuses(report: Report) -> dict[str, list[str]]:
 
 def test_tool_error_is_exit_2_and_missing_checks_are_skipped(
         fast_service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def broken(self: Suite) -> None:
+    async def broken(run: Run) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Suite, "_health_session", broken)
+    monkeypatch.setattr(smoke.checks.health, "_health_session", broken)
     report = asyncio.run(run_checks(parse_target(fast_service.url), FAST))
     statuses = _statuses(report)
     assert report.exit_code == 2
@@ -552,10 +554,10 @@ def test_close_racing_the_heartbeat_pong_fails_the_checks_not_the_tool(
 
 def test_a_stuck_session_hits_the_run_deadline(
         fast_service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def ws_session(self: Suite) -> None:  # stuck: never returns
+    async def ws_session(run: Run) -> None:  # stuck: never returns
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(Suite, "ws_session", ws_session)
+    monkeypatch.setattr(smoke.checks, "ws_session", ws_session)
     options = Options(timeout=0.5, grace=0.5, quick=True, latency_samples=2)
     report = asyncio.run(run_checks(parse_target(fast_service.url), options))
     statuses = _statuses(report)

@@ -318,7 +318,8 @@ def test_textfile_certificate_expiry() -> None:
                     counts={"pass": 1, "fail": 0, "skip": 0},
                     results=[CheckResult(name="tls", title="TLS", status="pass",
                                          duration_s=0.1, detail="ok")],
-                    diagnoses=[], tls=TlsFacts(not_after=not_after.isoformat(), days_left=90))
+                    diagnoses=[], tls=TlsFacts(not_after=not_after.isoformat(), days_left=90,
+                                                               verified=True))
     samples = parse(generate_latest(report_registry(report)).decode())
     assert value(samples, "ws_smoke_tls_cert_expiry_timestamp_seconds",
                  target="wss://ws-kit.test:9443") == not_after.timestamp()
