@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.sync.client import connect
 
+from testkit.processes import LineLog
 from testkit.service import start_service
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -280,7 +281,7 @@ def run_chromium(url: str, profile: Path, *, budget_ms: int = 10_000,
 
 # --- Chromium driven over the DevTools protocol -------------------------------------------------
 
-_DEVTOOLS = re.compile(r"DevTools listening on (ws://127\.0\.0\.1:\d+/\S+)")
+_DEVTOOLS = r"DevTools listening on (ws://127\.0\.0\.1:\d+/\S+)"
 DONE_EXPRESSION = """new Promise((resolve) => {
   const report = () => document.getElementById("ws-check-report").textContent;
   if (document.documentElement.dataset.wsCheck) resolve(report());
@@ -309,34 +310,20 @@ class Chromium:
             f"--window-size={width},{height}", "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0", "about:blank",
         ]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        self.stderr: list[str] = []
+        self.log = LineLog(argv)
+        self.proc = self.log.proc
         self.console: list[str] = []
-        self._ready = threading.Event()
-        self._endpoint = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(30) or not self._endpoint:
+        try:
+            _, endpoint = self.log.wait_for_match(_DEVTOOLS, 30)
+        except AssertionError:
             self.close()
-            raise AssertionError("chromium printed no DevTools endpoint:\n"
-                                 + "\n".join(self.stderr[-30:]))
+            raise
         self._stack = contextlib.ExitStack()
         self._ws = self._stack.enter_context(connect(
-            self._endpoint, proxy=None, max_size=None, ping_interval=None, open_timeout=10))
+            endpoint.group(1), proxy=None, max_size=None, ping_interval=None, open_timeout=10))
         self._next_id = 0
         self._events: list[dict[str, Any]] = []
         self.session = ""
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line.rstrip("\n"))
-            found = _DEVTOOLS.search(line)
-            if found and not self._ready.is_set():
-                self._endpoint = found.group(1)
-                self._ready.set()
-        self._ready.set()
 
     def call(self, method: str, params: dict[str, Any] | None = None,
              timeout: float = 30.0) -> dict[str, Any]:
@@ -436,14 +423,7 @@ class Chromium:
     def close(self) -> None:
         if getattr(self, "_stack", None) is not None:
             self._stack.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)
+        self.log.stop(timeout=10)
 
     def __enter__(self) -> Chromium:
         return self
@@ -455,7 +435,7 @@ class Chromium:
 
 def screenshot_check_page(out: Path, *, sustain: float = 5, width: int = 900) -> None:
     """A finished /ws-check run against a fresh service (heartbeat 1 s), from the top to the
-    checks table: ``docs/img/ws-check.png`` is made by ``python -m tests.browser_support``."""
+    checks table: ``docs/img/ws-check.png`` is made by ``python -m testkit.browser``."""
     service = start_service({"WS_PING_INTERVAL": "1", "WS_PING_TIMEOUT": "0.5"})
     try:
         with tempfile.TemporaryDirectory() as profile, Chromium(Path(profile)) as browser:

@@ -27,7 +27,8 @@ class LineLog:
     """A child process whose output lines are kept with the monotonic time they arrived.
 
     A reader thread appends every line and wakes the waiters, so a test waits on the line
-    itself (``wait_for``) rather than on a guessed delay.
+    itself (``wait_for``) rather than on a guessed delay. stdin is /dev/null: no child reads
+    the terminal pytest runs in.
     """
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
@@ -36,7 +37,8 @@ class LineLog:
         self._eof = False  # the output ended: no line can come any more
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -75,6 +77,14 @@ class LineLog:
     def wait_for_line(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
         """The first line from ``start`` matching ``pattern`` (or fail with the output)."""
         return self.wait_for(pattern, timeout, start)[2]
+
+    def wait_for_match(self, pattern: str, timeout: float = 10.0,
+                       start: int = 0) -> tuple[int, re.Match[str]]:
+        """(index, match) of the first line from ``start`` matching ``pattern``: its groups."""
+        index, _, line = self.wait_for(pattern, timeout, start)
+        match = re.search(pattern, line)
+        assert match is not None
+        return index, match
 
     def text(self) -> str:
         return "\n".join(line for _, line in self.timed)

@@ -1,6 +1,6 @@
 """The service and ws-smoke against a real headless Chromium (``apt-get install -y chromium``).
 
-Pages are served from 127.0.0.1 by ``tests.browser_support.PageServer`` (or by the service:
+Pages are served from 127.0.0.1 by ``testkit.browser.PageServer`` (or by the service:
 ``/ws-check``); Chromium resolves nothing but loopback names (``--host-resolver-rules``), so all
 traffic stays on 127.0.0.1. Each test waits on processes, log lines and the page's own events
 (the check page's ``ws-check-done``, awaited over the DevTools protocol), never on a sleep.
@@ -21,10 +21,7 @@ from smoke.browser import mixed_content
 from smoke.model import Report
 from smoke.runner import run_checks
 from smoke.target import Options, parse_target
-from testkit.nginx import Nginx, NginxProxy
-from testkit.ports import free_port
-from testkit.service import ServiceProcess, StartService
-from tests.browser_support import (
+from testkit.browser import (
     PAYLOAD_TYPE,
     BrowserRun,
     Chromium,
@@ -32,6 +29,9 @@ from tests.browser_support import (
     run_chromium,
     tls_context,
 )
+from testkit.nginx import Nginx, NginxProxy
+from testkit.ports import free_port
+from testkit.service import ServiceProcess, StartService
 
 BLOCKED = ("SecurityError: Failed to construct 'WebSocket': An insecure WebSocket connection "
            "may not be initiated from a page loaded over HTTPS.")

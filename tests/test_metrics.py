@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,6 +27,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from service.metrics import CONTENT_TYPE, LATENESS_BUCKETS, Buckets
 from smoke.exporter import WatchMetrics
+from testkit.nginx import Nginx
+from testkit.ports import free_port
 from testkit.rawws import TEXT, RawWebSocket, encode_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,13 +296,6 @@ def test_metrics_setting_turns_the_route_off(start_service: Callable[..., Servic
 # --- nginx: /metrics only for the allow-list ------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def render(out: Path, **extra: Any) -> subprocess.CompletedProcess[str]:
     """The nginx role's site, rendered by Ansible (infra/tests/render.yml) with ``extra``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -316,40 +310,17 @@ def render(out: Path, **extra: Any) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Callable[[str], int]]:
-    """Start nginx on a rendered site file; the port it listens on."""
-    procs: list[subprocess.Popen[bytes]] = []
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    """Start nginx (``testkit.nginx``) on a rendered site file; the port it listens on."""
+    started: list[Nginx] = []
 
     def start(site: str) -> int:
-        folder = tmp_path / f"nginx{len(procs)}"
-        folder.mkdir()
-        (folder / "site.conf").write_text(site)
-        (folder / "nginx.conf").write_text(
-            f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n"
-            f"events {{}}\nhttp {{ access_log off; client_body_temp_path {folder}; "
-            f"proxy_temp_path {folder}; include {folder}/site.conf; }}\n"
-        )
-        argv = [binary, "-p", str(folder), "-c", str(folder / "nginx.conf")]
-        check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
-        assert check.returncode == 0, check.stderr
-        proc = subprocess.Popen([*argv, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
-        procs.append(proc)
         port = int(re.findall(r"listen 127\.0\.0\.1:(\d+);", site)[0])
-        deadline = time.monotonic() + 20
-        while True:  # nginx says nothing when it listens: poll its port, bounded
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                assert proc.poll() is None, (folder / "error.log").read_text()
-                assert time.monotonic() < deadline, f"nginx never listened on {port}"
-                time.sleep(0.02)
-            else:
-                return port
+        started.append(Nginx(tmp_path / f"nginx{len(started)}", site, port).start())
+        return port
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(10)
+    for server in started:
+        server.stop()
 
 
 def test_nginx_serves_metrics_only_to_the_allow_list(

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -31,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smoke.exporter import report_registry
 from smoke.model import CheckResult, Report, TlsFacts
+from testkit.ports import free_port
+from testkit.processes import LineLog
 
 WS_SMOKE = str(Path(sys.executable).parent / "ws-smoke")
 REPO = Path(__file__).resolve().parent.parent
@@ -71,56 +70,6 @@ def scrape_until(url: str, done: Callable[[Samples], bool], timeout: float = 15.
         time.sleep(0.05)  # the poll period, not a wait for the event itself
 
 
-class Lines:
-    """A child process whose output lines are kept, to wait on them."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float, start: int = 0) -> tuple[int, re.Match[str]]:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for index in range(start, len(self.lines)):
-                    match = regex.search(self.lines[index])
-                    if match:
-                        return index, match
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no line matching {pattern!r}:\n{self.text()}")
-                self._changed.wait(left)
-
-    def text(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._reader.join(5)
-        return code
-
-
 # -- watch ------------------------------------------------------------------------------------
 
 
@@ -144,18 +93,18 @@ def assert_first_connection(samples: Samples, url: str) -> float:
 
 def test_watch_metrics_across_a_restart(start_service: Callable[..., Any]) -> None:
     service = start_service()  # heartbeat every 0.4 s
-    watch = Lines([WS_SMOKE, "watch", service.ws, "--duration", "60", "--timeout", "3",
-                   "--max-backoff", "1", "--metrics-port", "0"])
+    watch = LineLog([WS_SMOKE, "watch", service.ws, "--duration", "60", "--timeout", "3",
+                     "--max-backoff", "1", "--metrics-port", "0"], cwd=REPO)
     try:
-        at, found = watch.wait_for(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", 15)
+        at, found = watch.wait_for_match(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", 15)
         url = found[1]
-        at, _ = watch.wait_for(r"connected ws://", 15, at + 1)
+        at, _ = watch.wait_for_match(r"connected ws://", 15, at + 1)
         before = scrape_until(url, lambda s: value(s, "ws_smoke_heartbeats_total") >= 2)
         gaps_before = assert_first_connection(before, f"{service.ws}/ws/health")
 
         service.proc.send_signal(signal.SIGTERM)
         assert service.proc.wait(15) == 0  # gone: the port is free, attempts are refused
-        at, _ = watch.wait_for(r"drop #1: code 1001", 10, at + 1)
+        at, _ = watch.wait_for_match(r"drop #1: code 1001", 10, at + 1)
         down = scrape(url)  # the drop is counted before it is logged
         assert value(down, "ws_smoke_up") == 0
         assert value(down, "ws_smoke_drops_total", code="1001") == 1
@@ -170,7 +119,7 @@ def test_watch_metrics_across_a_restart(start_service: Callable[..., Any]) -> No
         assert value(down, "ws_smoke_last_diagnosis_timestamp_seconds") > time.time() - 60
 
         start_service(PORT=str(service.port))
-        at, back = watch.wait_for(r"back after (\d+\.\d+)s", 20, at + 1)
+        at, back = watch.wait_for_match(r"back after (\d+\.\d+)s", 20, at + 1)
         after = scrape(url)
         assert value(after, "ws_smoke_up") == 1
         assert value(after, "ws_smoke_connections_total") == 2
@@ -191,25 +140,26 @@ def test_watch_metrics_across_a_restart(start_service: Callable[..., Any]) -> No
         assert value(later, "ws_smoke_heartbeat_gap_seconds_count") > gaps_before
         assert value(later, "ws_smoke_heartbeats_total") >= gaps_after + 2
         assert value(later, "ws_smoke_up") == 1
-        code = watch.stop()
+        code = watch.stop(timeout=15)
     finally:
-        watch.stop()
-    assert code == 0, watch.text()  # a 1001 move back within --max-gap
+        watch.stop(timeout=15)
+    assert code == 0, watch.output()  # a 1001 move back within --max-gap
 
 
 def test_watch_metrics_port_taken(start_service: Callable[..., Any]) -> None:
     """A port that cannot be bound stops the watch at once (exit 2), before any connection."""
     service = start_service()
-    first = Lines([WS_SMOKE, "watch", service.ws, "--duration", "30", "--metrics-port", "0"])
+    first = LineLog([WS_SMOKE, "watch", service.ws, "--duration", "30", "--metrics-port", "0"],
+                    cwd=REPO)
     try:
-        _, found = first.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", 15)
-        second = Lines([WS_SMOKE, "watch", service.ws, "--metrics-port", found[1]])
+        _, found = first.wait_for_match(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", 15)
+        second = LineLog([WS_SMOKE, "watch", service.ws, "--metrics-port", found[1]], cwd=REPO)
         assert second.proc.wait(15) == 2
-        second.stop()
-        assert f"cannot serve metrics on 127.0.0.1 port {found[1]}" in second.text()
-        assert "connected" not in second.text()
+        second.stop(timeout=15)
+        assert f"cannot serve metrics on 127.0.0.1 port {found[1]}" in second.output()
+        assert "connected" not in second.output()
     finally:
-        first.stop()
+        first.stop(timeout=15)
 
 
 # -- the textfile of a check run --------------------------------------------------------------
@@ -286,9 +236,7 @@ def test_prometheus_textfile(start_service: Callable[..., Any], tmp_path: Path) 
 
 
 def test_prometheus_textfile_unreachable(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it
     prom = tmp_path / "ws_smoke.prom"
     target = f"ws://127.0.0.1:{port}"
     run = run_smoke(target, "--quick", "--timeout", "2", "--prometheus", str(prom))
