@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,11 +20,11 @@ from typing import Any
 from testkit import nginx as nginx_runner
 from testkit.paths import REPO, VENV_BIN
 from testkit.ports import free_port, wait_for_port
-from testkit.processes import stop
+from testkit.processes import LineLog, stop
 from testkit.service import service_env
 
 __all__ = ["REPO", "Nginx", "Service", "free_port", "launch_nginx", "launch_service",
-           "read_until", "run_smoke", "smoke_env", "start_smoke", "stop"]
+           "run_smoke", "smoke_env", "start_smoke", "stop"]
 
 
 @dataclass
@@ -139,22 +138,6 @@ def run_smoke(tmp: Path, *args: str, timeout: float = 60.0,
     return SmokeRun(done.returncode, done.stdout, done.stderr, data)
 
 
-def start_smoke(*args: str) -> subprocess.Popen[str]:
-    """``python -m smoke ARGS`` in the background, stdout line-buffered for ``read_until``."""
-    return subprocess.Popen(
-        [sys.executable, "-u", "-m", "smoke", *args], cwd=REPO, env=smoke_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
-def read_until(proc: subprocess.Popen[str], pattern: str, seen: list[str]) -> str:
-    """Read ``proc``'s output line by line until one matches (appending every line to
-    ``seen``); fails with the output if the process ends first. Bounded by the process's own
-    ``--duration``, not by a sleep."""
-    assert proc.stdout is not None
-    regex = re.compile(pattern)
-    for line in proc.stdout:
-        seen.append(line.rstrip("\n"))
-        if regex.search(line):
-            return line
-    raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(seen))
+def start_smoke(*args: str) -> LineLog:
+    """``python -m smoke ARGS`` in the background, its output lines kept to wait on."""
+    return LineLog([sys.executable, "-u", "-m", "smoke", *args], env=smoke_env(), cwd=REPO)

@@ -36,7 +36,6 @@ from testkit.smoke_cli import (
     Service,
     launch_nginx,
     launch_service,
-    read_until,
     run_smoke,
     smoke_env,
     start_smoke,
@@ -230,18 +229,15 @@ def test_proxy_idle_timeout_names_seconds_and_direct_blames_proxy(
 def test_watch_logs_each_drop_and_summarises(idle_timeout_proxy: Nginx) -> None:
     # Event-driven: read the log until the second drop's back-off, then stop with SIGTERM
     # (--duration only bounds a run that never gets there).
-    proc = start_smoke("watch", idle_timeout_proxy.url, "--duration", "60")
-    lines: list[str] = []
+    watch = start_smoke("watch", idle_timeout_proxy.url, "--duration", "60")
     try:
-        read_until(proc, r"reconnecting in 1s", lines)
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=30)
+        watch.wait_for_line(r"reconnecting in 1s", 60)
+        watch.proc.send_signal(signal.SIGTERM)
+        code = watch.finish(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stdout = "\n".join(lines) + "\n" + rest
-    assert proc.returncode == 1, stdout
+        watch.stop(signal.SIGKILL)
+    stdout = watch.output()
+    assert code == 1, stdout
     drops = re.findall(r"drop #\d+: code 1006 .* after (\d+\.\d+)s", stdout)
     assert len(drops) >= 2, stdout
     assert all(0.8 <= float(age) < 1.8 for age in drops), drops
@@ -438,19 +434,18 @@ def test_crashed_backend_is_not_a_proxy_idle_timeout(start_service: StartService
     is a dead backend, not "a proxy idle timeout of about N s"."""
     service = start_service(WS_PING_INTERVAL="20", WS_PING_TIMEOUT="5")
     report = tmp_path / "crash.json"
-    proc = start_smoke(service.ws, "--sustain", "30", "--json", str(report))
+    checker = start_smoke(service.ws, "--sustain", "30", "--json", str(report))
     try:
         # The origin-policy probe starts once the checker has read health_status, so its
         # refused handshake means the /ws/health connection is up and greeted.
         service.wait_for_line(r'"event":"rejected","endpoint":"/ws/health".*smoke-check',
                               timeout=30)
         service.proc.kill()  # SIGKILL: no close frames, the kernel resets the sockets
-        out, _ = proc.communicate(timeout=120)
+        code = checker.finish(120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 1, out
+        checker.stop(signal.SIGKILL)
+    out = checker.output()
+    assert code == 1, out
     data = json.loads(report.read_text())
     codes = [d["code"] for d in data["diagnoses"]]
     assert "proxy_idle_timeout" not in codes, out
@@ -469,31 +464,28 @@ def test_watch_reports_a_stalled_connection_and_closes_it(start_service: StartSe
     """A frozen server (SIGSTOP: the socket stays open, nothing arrives) is reported as a
     stall after ping_interval + grace, not waited on forever, and not counted as a drop."""
     service = start_service()  # heartbeat every 0.4 s
-    proc = start_smoke("watch", service.ws, "--grace", "0.5", "--timeout", "1",
-                       "--duration", "60")
-    lines: list[str] = []
+    watch = start_smoke("watch", service.ws, "--grace", "0.5", "--timeout", "1",
+                        "--duration", "60")
     try:
         service.wait_for_line(HEALTH_CONNECT, timeout=30)
-        read_until(proc, r"connected ws://", lines)
+        watch.wait_for_line(r"connected ws://", 30)
         os.kill(service.proc.pid, signal.SIGSTOP)
         try:
-            stall = read_until(proc, r"error #1: ", lines)
+            stall = watch.wait_for_line(r"error #1: ", 30)
         finally:
             os.kill(service.proc.pid, signal.SIGCONT)
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=30)
+        watch.proc.send_signal(signal.SIGTERM)
+        code = watch.finish(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stdout = "\n".join(lines) + "\n" + rest
+        watch.stop(signal.SIGKILL)
+    stdout = watch.output()
     assert "stalled: no message for 0.9s (ping_interval 0.4 + grace 0.5s)" in stall, stdout
     assert "closing it" in stall
     assert "drop #" not in stdout  # the socket was open: not an invented 1006
     summary = stdout.strip().splitlines()[-1]
     assert "errors by kind: stalled x1" in summary, stdout
     assert "0 drop(s)" in summary
-    assert proc.returncode == 1, stdout
+    assert code == 1, stdout
 
 
 def test_control_character_in_header_is_a_usage_error(tmp_path: Path) -> None:
