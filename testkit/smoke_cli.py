@@ -63,7 +63,7 @@ def launch_service(tmp: Path, **env: str) -> Service:
 
 
 SITE = """\
-map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
 server {{
     listen 127.0.0.1:{port};
     location / {{
