@@ -24,38 +24,39 @@ from smoke.tls import classify, client_context, explain
 _health_decoder = msgspec.json.Decoder(HealthResponse)
 
 
-class _ResolvedHTTP(http.client.HTTPConnection):
-    """Connects to the address ``--resolve`` chose; Host stays the URL's."""
+class _Resolving(http.client.HTTPConnection):
+    """Connects to the address ``--resolve`` chose; Host (and, over TLS, SNI and the
+    certificate check) stay the URL's."""
 
     def __init__(self, *args: Any, options: Options, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._options = options
 
-    def connect(self) -> None:
+    def _resolved(self) -> socket.socket | None:
         address = self._options.address_for(self.host, self.port)
         if address is None:
-            super().connect()
-            return
-        self.sock = socket.create_connection((address, self.port), self.timeout,
-                                             self.source_address)  # type: ignore[attr-defined]
-
-
-class _ResolvedHTTPS(http.client.HTTPSConnection):
-    """As ``_ResolvedHTTP``, with SNI and the certificate check for the URL's host."""
-
-    def __init__(self, *args: Any, options: Options, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._options = options
-
-    def connect(self) -> None:
-        address = self._options.address_for(self.host, self.port)
-        if address is None:
-            super().connect()
-            return
-        sock = socket.create_connection((address, self.port), self.timeout,
+            return None
+        return socket.create_connection((address, self.port), self.timeout,
                                         self.source_address)  # type: ignore[attr-defined]
-        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
-        self.sock = context.wrap_socket(sock, server_hostname=self.host)
+
+
+class _ResolvedHTTP(_Resolving):
+    def connect(self) -> None:
+        sock = self._resolved()
+        if sock is None:
+            super().connect()
+        else:
+            self.sock = sock
+
+
+class _ResolvedHTTPS(_Resolving, http.client.HTTPSConnection):
+    def connect(self) -> None:
+        sock = self._resolved()
+        if sock is None:
+            super().connect()
+        else:
+            context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+            self.sock = context.wrap_socket(sock, server_hostname=self.host)
 
 
 class _Handler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
