@@ -143,6 +143,14 @@ class Probe:
         return self._ws
 
     @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS session of an open ``wss://`` connection (None over ws://)."""
+        if self._ws is None:
+            return None
+        obj: ssl.SSLObject | None = self._ws.transport.get_extra_info("ssl_object")
+        return obj
+
+    @property
     def age(self) -> float:
         return time.monotonic() - self.opened_at
 

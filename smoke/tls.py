@@ -20,7 +20,9 @@ _EXPIRED = {10}  # CERT_HAS_EXPIRED
 _NAME = {62, 64}  # HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH
 _UNKNOWN_CA = {2, 18, 19, 20, 21}  # no issuer / self-signed / not in the trust store
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
-            "HTTP_REQUEST", "UNEXPECTED_EOF")
+            "HTTP_REQUEST")
+"""OpenSSL's errors for a peer that answered in plain HTTP. Not UNEXPECTED_EOF: a TLS server
+that hangs up after the ClientHello (a balancer without backends) is not a plain port."""
 
 
 def client_context(options: Options) -> ssl.SSLContext:
@@ -46,7 +48,7 @@ def classify(exc: BaseException) -> TlsError:
         code = exc.verify_code
         return ("expired" if code in _EXPIRED else "name_mismatch" if code in _NAME else
                 "unknown_ca" if code in _UNKNOWN_CA else "other")
-    if isinstance(exc, ssl.SSLError) and any(k in f"{exc.reason} {exc}".upper()
+    if isinstance(exc, ssl.SSLError) and any(k in f"{getattr(exc, 'reason', '')} {exc}".upper()
                                              for k in _NOT_TLS):
         return "not_tls"
     return "other"

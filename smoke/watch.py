@@ -335,10 +335,8 @@ def diagnosis_code(ev: Evidence, target: Target, options: Options,
     result = CheckResult(name=name, title=f"ws-smoke watch {name}", status="fail",
                          duration_s=0.0, detail=ev.error_detail or ev.summary(), evidence=ev,
                          metrics=metrics)
-    found = diagnose(target, options, [result], ping_interval=ping_interval)
-    if found:
-        return found[0].code
-    return ev.error or (f"closed_{ev.close_code}" if ev.close_code is not None else "unknown")
+    # A failed result always gets a diagnosis (the table ends with check_failed).
+    return diagnose(target, options, [result], ping_interval=ping_interval)[0].code
 
 
 # -- one connection ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import get_args
 
-from smoke.diagnose import RULES
+from smoke.diagnose import NGINX_UPGRADE, RULES
 from smoke.model import TITLES, CheckName, DiagnosisCode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +28,10 @@ def _section(text: str, heading: str) -> str:
 
 
 def _asserted(code: str, files: tuple[str, ...]) -> bool:
-    """``code`` appears as a string literal in one of the test files."""
-    return any(f'"{code}"' in (ROOT / "tests" / f).read_text() for f in files)
+    """A test expects ``code``: ``run.diagnosis("code")``, ``== "code"``, ``== ["code"]`` or a
+    ``(case, "code")`` parameter - not merely names it (``"code" not in codes`` does not count)."""
+    expects = re.compile(rf'(diagnosis\("{code}"\)|== "{code}"|\["{code}"\]|, "{code}"\))')
+    return any(expects.search((ROOT / "tests" / f).read_text()) for f in files)
 
 
 def test_every_code_comes_from_the_rule_table_or_the_direct_comparison() -> None:
@@ -76,3 +78,10 @@ def test_the_browser_page_speaks_the_same_vocabulary() -> None:
     assert used <= CODES, used - CODES
     assert not re.search(r'diagnose\([^"]', page.split("function diagnose", 1)[1]), (
         "a computed code would escape this check")
+
+
+def test_the_browser_page_gives_the_same_upgrade_advice() -> None:
+    page = (ROOT / "service" / "static" / "ws_check.html").read_text()
+    assert "default upgrade; '' '';" in NGINX_UPGRADE
+    assert "'' close" not in page
+    assert "default upgrade; '' '';" in page

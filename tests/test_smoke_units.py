@@ -8,6 +8,7 @@ heartbeats flow, 401, 426).
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import msgspec
 import pytest
@@ -18,6 +19,7 @@ from smoke.probe import Probe
 from smoke.report import junit_xml
 from smoke.stats import percentile
 from smoke.target import Options, UsageError, parse_header, parse_target
+from smoke.tls import classify
 from smoke.watch import Tally, _settle
 
 TARGET = parse_target("ws://127.0.0.1:9000")
@@ -226,3 +228,19 @@ def test_watch_error_on_open_socket_is_not_logged_as_a_drop(
     assert probe.evidence.close_code is None  # no invented 1006
     assert (len(tally.drops), len(tally.errors)) == (0, 1)
     assert "errors by kind: unexpected_message x1" in tally.summary(1.0)
+
+
+def test_an_unresolvable_name_is_one_dns_diagnosis_for_every_check_that_met_it() -> None:
+    detail = "cannot resolve host (Name or service not known)"
+    results = [_failed(name, Evidence(url="wss://x.invalid", error="dns", error_detail=detail))
+               for name in ("tls", "http_health", "handshake", "health_status")]
+    diagnoses = diagnose(TARGET, Options(), results)
+    assert [(d.code, d.checks) for d in diagnoses] == [
+        ("dns", ["tls", "http_health", "handshake", "health_status"])]
+
+
+def test_a_tls_server_hanging_up_is_not_called_a_plain_port() -> None:
+    eof = ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred")
+    plain = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    assert classify(eof) == "other"
+    assert classify(plain) == "not_tls"

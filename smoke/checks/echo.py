@@ -14,6 +14,7 @@ from smoke.model import CheckName
 from smoke.probe import Probe, ProbeError
 from smoke.recorder import Run, detail
 from smoke.stats import percentile
+from smoke.tls import facts_from
 
 
 async def echo_session(run: Run) -> None:
@@ -28,6 +29,8 @@ async def echo_session(run: Run) -> None:
                 probe.evidence)
         rec.skip(rest, "skipped: no connection (see handshake)")
         return
+    if run.target.secure and run.tls is None:  # through a proxy: the session we really used
+        run.tls = facts_from(probe.ssl_object, verified=not opts.insecure)
     rec.add("handshake", "pass", started,
             f"101 Switching Protocols in {1000 * (time.monotonic() - started):.0f} ms",
             probe.evidence)

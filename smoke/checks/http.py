@@ -129,8 +129,11 @@ def get_health(options: Options, url: str, evidence: Evidence) -> tuple[Status, 
             evidence.error_detail = f"proxy {evidence.proxy} failed: {reason}"
             return "fail", f"GET {url} via proxy {evidence.proxy}: {reason}"
         refused = isinstance(reason, ConnectionRefusedError)
-        evidence.error = "refused" if refused else "network"
-        evidence.error_detail = str(reason)
+        evidence.error = ("refused" if refused else
+                          "dns" if isinstance(reason, socket.gaierror) else
+                          "connect_timeout" if isinstance(reason, TimeoutError) else "network")
+        evidence.error_detail = (f"cannot resolve host ({reason.strerror})"
+                                 if evidence.error == "dns" else str(reason))
         return "fail", f"GET {url}: {'connection refused' if refused else reason}"
     except Exception as exc:  # recorded, so the run still ends with a report
         evidence.error = "client_error"

@@ -3,6 +3,7 @@ has left, and whether this client trusts it (``--cacert``)."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 
@@ -23,6 +24,12 @@ def describe(facts: TlsFacts | None) -> str:
 async def tls_session(run: Run) -> None:
     started = time.monotonic()
     target, opts = run.target, run.options
+    if opts.use_env_proxy:
+        # This check connects directly; through a proxy, each handshake checks the certificate
+        # and the /ws/echo handshake's session gives the facts (smoke.checks.echo).
+        run.rec.add("tls", "skip", started, "skipped: --use-env-proxy (the certificate is "
+                    "checked by each handshake through the proxy)")
+        return
     evidence = Evidence(url=f"https://{target.hostport}",
                         connected_to=opts.address_for(target.host, target.port))
     facts, error = await inspect(target.host, target.port, opts, opts.timeout)
@@ -32,9 +39,13 @@ async def tls_session(run: Run) -> None:
         evidence.error = "tls"
         evidence.tls_error = classify(error)
         evidence.error_detail = explain(evidence.tls_error, error)
-    elif error is not None:  # refused, unreachable: the handshake check names it
-        evidence.error = "refused" if isinstance(error, ConnectionRefusedError) else "network"
-        evidence.error_detail = str(error) or type(error).__name__
+    elif error is not None:  # refused, unresolvable, unreachable: as the handshake says it
+        evidence.error = ("refused" if isinstance(error, ConnectionRefusedError) else
+                          "dns" if isinstance(error, socket.gaierror) else
+                          "connect_timeout" if isinstance(error, TimeoutError) else "network")
+        evidence.error_detail = (f"cannot resolve host ({error.strerror})"
+                                 if isinstance(error, socket.gaierror)
+                                 else str(error) or type(error).__name__)
     if error is not None:
         detail = evidence.error_detail or ""
         run.rec.add("tls", "fail", started, detail + (f"; {described}" if described else ""),
