@@ -17,7 +17,7 @@ import pytest
 
 from testkit.figures import report
 from testkit.nginx import NginxProxy
-from testkit.procfs import fd_count, wait_until
+from testkit.procfs import socket_count, wait_until
 from testkit.rawws import CLOSE, TEXT, RawWebSocket, encode_frame
 from testkit.service import ServiceProcess, StartService
 
@@ -51,7 +51,7 @@ def test_dropped_slow_readers_lose_their_sockets_and_descriptors(
     send_timeout = 0.5
     service = start_service(WS_SEND_TIMEOUT=str(send_timeout))
     pid = service.proc.pid
-    baseline = fd_count(pid)
+    baseline = socket_count(pid)
     flooders = []
     for _ in range(5):
         ws = RawWebSocket(service.port)
@@ -79,13 +79,13 @@ def test_dropped_slow_readers_lose_their_sockets_and_descriptors(
     assert json.loads(_get(service, "/health"))["connections"] == 0
     for ws in flooders:
         ws.close()
-    assert wait_until(lambda: fd_count(pid) <= baseline, 5), (
-        f"fds {fd_count(pid)} > baseline {baseline}: {psutil.Process(pid).open_files()} "
+    assert wait_until(lambda: socket_count(pid) <= baseline, 5), (
+        f"sockets {socket_count(pid)} > baseline {baseline}: {psutil.Process(pid).open_files()} "
         f"{psutil.Process(pid).net_connections('all')}"
     )
     report("slow_readers", flooders=5, send_timeout_s=send_timeout,
-           sockets_open_after_last_block_s=round(gone_after, 2), fds_baseline=baseline,
-           fds_after=fd_count(pid))
+           sockets_open_after_last_block_s=round(gone_after, 2), sockets_baseline=baseline,
+           sockets_after=socket_count(pid))
     assert gone_after < send_timeout + 1.0 + 0.5  # blocked_at is after the last flooder blocked
 
 

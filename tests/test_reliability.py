@@ -34,7 +34,7 @@ from testkit.nginx import NginxProxy
 from testkit.paths import REPO, VENV_BIN
 from testkit.ports import wait_for_port
 from testkit.processes import LineLog
-from testkit.procfs import fd_count, mib, nofile_limit, raise_nofile, rss_bytes, wait_until
+from testkit.procfs import mib, nofile_limit, raise_nofile, rss_bytes, socket_count, wait_until
 from testkit.service import ServiceProcess, StartService
 from testkit.smoke_cli import run_smoke
 
@@ -419,7 +419,7 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
     proxy = proxy_for(service, workdir, proxies, interval=interval, timeout=timeout, margin=margin,
                       connections=2 * connections + 512)
     hold = 3 * proxy.read_timeout
-    fds_before, rss_before = fd_count(pid), rss_bytes(pid)
+    fds_before, rss_before = socket_count(pid), rss_bytes(pid)
     stats = LoadStats(interval)
     rss: list[int] = []
     started = time.monotonic()
@@ -427,14 +427,14 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
     run(crowd(f"{proxy.url}/ws/health", connections, hold, stats, pong_every=4,
               on_held=lambda: opened_at.append(time.monotonic()),
               samples=lambda: rss.append(rss_bytes(pid))), limit=hold + 120)
-    fds_back = wait_until(lambda: fd_count(pid) <= fds_before, 15)
-    fds_after, rss_after_1 = fd_count(pid), rss_bytes(pid)
+    fds_back = wait_until(lambda: socket_count(pid) <= fds_before, 15)
+    fds_after, rss_after_1 = socket_count(pid), rss_bytes(pid)
     # A second, short round: memory freed by the first round is retained by the allocators
     # (RSS does not fall back to the pre-load level) but must be reused, not added to.
     again = LoadStats(interval)
     run(crowd(f"{proxy.url}/ws/health", connections, interval, again, pong_every=4),
         limit=120)
-    wait_until(lambda: fd_count(pid) <= fds_before, 15)
+    wait_until(lambda: socket_count(pid) <= fds_before, 15)
     rss_after_2 = rss_bytes(pid)
     # RSS flat: compared from the first sample once a full interval has passed with every
     # client open (Granian's per-connection buffers are allocated by then) to the last.
@@ -448,7 +448,7 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
            rss_before_mib=mib(rss_before), rss_steady_first_mib=mib(steady[0]),
            rss_steady_last_mib=mib(steady[-1]), rss_peak_mib=mib(max(rss)),
            rss_after_close_mib=mib(rss_after_1), rss_after_second_round_mib=mib(rss_after_2),
-           second_round_drops=dict(again.drops), fds_before=fds_before, fds_after=fds_after)
+           second_round_drops=dict(again.drops), sockets_before=fds_before, sockets_after=fds_after)
     assert stats.opened == connections, stats.open_failures
     assert not stats.drops, stats.drop_details
     # Every client saw heartbeats all along (nginx would have cut a silent one at
@@ -458,7 +458,7 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
     # get ~5 heartbeats each (10,000 in all); a leak of 1 KiB per heartbeat would add ~10 MiB.
     # 8 MiB is well above the allocator noise measured (-1 to +1 MiB).
     assert growth < 8 * 1024 * 1024, f"RSS grew {mib(growth)} MiB while holding"
-    assert fds_back, f"service fds {fds_after} > baseline {fds_before} after the load"
+    assert fds_back, f"service sockets {fds_after} > baseline {fds_before} after the load"
     assert again.opened == connections
     assert not again.drops, again.drop_details
     # Retained, not leaked: measured round to round within +-15% of the ~300 MiB footprint
@@ -478,20 +478,20 @@ def test_churn_returns_fds_and_memory_to_baseline(start_service: StartService) -
 
     run(churn(url, warmup, parallel), limit=120)
     assert wait_until(lambda: _connections(service) == 0, 10)
-    fds_before, rss_before = fd_count(pid), rss_bytes(pid)
+    fds_before, rss_before = socket_count(pid), rss_bytes(pid)
     started = time.monotonic()
     outcomes = run(churn(url, cycles, parallel), limit=180)
     elapsed = time.monotonic() - started
     drained = wait_until(lambda: _connections(service) == 0, 10)
-    fds_back = wait_until(lambda: fd_count(pid) <= fds_before, 10)
-    fds_after, rss_after = fd_count(pid), rss_bytes(pid)
+    fds_back = wait_until(lambda: socket_count(pid) <= fds_before, 10)
+    fds_after, rss_after = socket_count(pid), rss_bytes(pid)
     report("churn", cycles=cycles, parallel=parallel, outcomes=dict(outcomes),
            duration_s=round(elapsed, 1), cycles_per_s=round(cycles / elapsed),
-           fds_before=fds_before, fds_after=fds_after, rss_before_mib=mib(rss_before),
+           sockets_before=fds_before, sockets_after=fds_after, rss_before_mib=mib(rss_before),
            rss_after_mib=mib(rss_after))
     assert outcomes == Counter({"closed 1000": cycles})
     assert drained
-    assert fds_back, f"fds {fds_after} > baseline {fds_before}"
+    assert fds_back, f"sockets {fds_after} > baseline {fds_before}"
     # Per-connection state must not accumulate: a leak of 2 KiB per cycle would add ~6 MiB.
     # 4 MiB covers pymalloc arenas kept after the warm-up (measured: under 1 MiB).
     assert rss_after - rss_before < 4 * 1024 * 1024, f"RSS grew {mib(rss_after - rss_before)}"
