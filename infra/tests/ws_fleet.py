@@ -205,10 +205,11 @@ class Fleet:
 
 
 def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile of sorted ``values`` (None when empty)."""
+    """Nearest-rank percentile of ``values`` (None when empty)."""
     if not values:
         return None
-    return values[max(0, math.ceil(p / 100 * len(values)) - 1)]
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def _round(value: float | None) -> float | None:
