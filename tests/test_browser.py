@@ -434,7 +434,8 @@ def test_check_page_shows_a_server_restart_as_1001_going_away(
         report = browser.report(timeout=30)
     statuses = _statuses(report)
     assert statuses["sustained"] == "fail", report["checks"]
-    assert report["verdict"]["codes"] == ["server_closed"], report["verdict"]
+    assert report["verdict"]["codes"] == ["server_closed"], (
+        report["verdict"], report["closes"], service.output())
     held = [c for c in report["closes"] if c["endpoint"] in ("/ws/health", "/ws")]
     assert len(held) == 2, report["closes"]
     for close in held:
