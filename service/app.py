@@ -18,6 +18,7 @@ from service.scheduler import Scheduler
 from service.security import handshake_middleware
 from service.session import Endpoint, Session
 from service.settings import Settings, load_settings
+from service.transport import Sockets
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -28,11 +29,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # One timer wheel for every connection; its tick bounds heartbeat lateness.
     scheduler = Scheduler(resolution=max(0.005, min(0.02, settings.ws_ping_interval / 40)))
     health_config = ping_config(settings)
+    sockets = Sockets(settings.port)
 
     def ws_route(endpoint: Endpoint) -> Any:
         registry.endpoint_totals(endpoint.path)  # its series exist (at 0) from the start
         async def handler(socket: WebSocket[Any, Any, Any]) -> None:
-            await Session(socket, endpoint, settings, registry, scheduler).run()
+            await Session(
+                socket, endpoint, settings, registry=registry, scheduler=scheduler, sockets=sockets,
+            ).run()
 
         return websocket(endpoint.path, name=endpoint.path)(handler)
 

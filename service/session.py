@@ -17,6 +17,9 @@ This module only moves events and actions between them and Granian, which shapes
 * it has no write timeout: a peer that stops reading pins its socket even after the app has
   returned, so a server close that cannot be delivered shuts the TCP connection down
   (:mod:`service.transport`);
+* it closes the TCP connection as soon as its close frame is out, so a client still sending
+  would get a reset and report 1006: the session holds the connection's descriptor across
+  that close and reads to the client's close frame (:func:`service.transport.linger`);
 * its ``websocket.disconnect`` carries 1005 alike for a close frame without a status, a dropped
   TCP connection and a protocol error, and never the client's close reason, so such a close is
   logged as ``closed_by: unknown``, not as the client's choice.
@@ -39,7 +42,7 @@ from service.codes import CloseCode
 from service.diagnostics import log_event
 from service.messages import Heartbeat
 from service.policy import Beat, Close, Limits, Policy
-from service.transport import shutdown_connection
+from service.transport import CloseAck, Sockets, linger, peer_key, shut_down
 
 if TYPE_CHECKING:
     from litestar import WebSocket
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
 
 
 MAX_REASON_BYTES = 123
+LINGER_SECONDS = 2.0
+"""How long a server close waits for the client's close frame before closing TCP anyway."""
 _encode = msgspec.json.Encoder().encode
 _log = logging.getLogger(__name__)
 
@@ -100,9 +105,10 @@ class Session:
 
     def __init__(
         self, socket: WebSocket[Any, Any, Any], endpoint: Endpoint, settings: Settings,
-        registry: Registry, scheduler: Scheduler,
+        *, registry: Registry, scheduler: Scheduler, sockets: Sockets,
     ) -> None:
         self.socket = socket
+        self.sockets = sockets
         self.endpoint = endpoint
         self.settings = settings
         self.registry = registry
@@ -247,6 +253,39 @@ class Session:
             self.policy.close(CloseCode.INTERNAL_ERROR, "internal error")
         await self._finish(client)
 
+    async def _close_connection(self, close: Close, client: Any) -> dict[str, str]:
+        """Deliver the server's close, and end the TCP connection without a reset.
+
+        Until its socket is really gone the peer still counts as open. Returns what the
+        close log line adds: ``tcp`` when the close frame could not be delivered, ``close_ack``
+        (how the client answered it) when it was.
+        """
+        peer = peer_key(client.host, client.port) if client is not None else None
+        held = None
+        limit = self.settings.ws_send_timeout
+        if self.registry.closing:  # leave the shutdown time to release the socket
+            limit = min(limit, self.settings.ws_shutdown_timeout / 2)
+        delivered = False
+        if close.send_frame:
+            if peer is not None:  # before Granian's close releases its own descriptor
+                held = await self.sockets.hold(peer)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.socket.close(close.code, close.reason or ""), limit)
+                delivered = True
+        if delivered:
+            if held is None:
+                return {}
+            ack: CloseAck = await linger(held, min(LINGER_SECONDS, limit))
+            return {"close_ack": ack}
+        if peer is None:
+            return {}
+        if held is None:
+            held = await self.sockets.hold(peer)
+        if held is None:
+            return {"tcp": "gone" if self.sockets.supported else "unsupported"}
+        shut_down(held)
+        return {"tcp": "shut_down"}
+
     async def _receive_loop(self) -> None:
         receive = self.socket.receive
         scheduler = self.scheduler
@@ -274,25 +313,10 @@ class Session:
             beat.cancel()
         close = self.policy.closed or self.policy.close(CloseCode.GOING_AWAY,
                                                         "server shutting down")
-        tcp = None
+        extra: dict[str, object] = {}
         if close.by == "server":
-            delivered = False
-            if close.send_frame:
-                limit = self.settings.ws_send_timeout
-                if self.registry.closing:  # leave the shutdown time to release the socket
-                    limit = min(limit, self.settings.ws_shutdown_timeout / 2)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        self.socket.close(close.code, close.reason or ""), limit
-                    )
-                    delivered = True
-            if not delivered and client is not None:
-                # Until its socket is really gone the peer still counts as open.
-                tcp = await asyncio.to_thread(
-                    shutdown_connection, self.settings.port, (client.host, client.port)
-                )
+            extra.update(await self._close_connection(close, client))
         self.registry.discard(self)
-        extra: dict[str, object] = {} if tcp is None else {"tcp": tcp}
         if close.by == "unknown":
             extra["detail"] = (
                 "no status code: a close frame without one, a dropped TCP connection "

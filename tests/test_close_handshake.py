@@ -1,0 +1,190 @@
+"""The server's close, completed as RFC 6455 section 7.1.1 asks, with clients still sending.
+
+Granian closes the TCP connection as soon as its close frame is written. A client whose frames
+were still on the way got a reset: its reply to our close failed, and Chromium and most
+libraries then report 1006, losing the code that did arrive. The session now holds the
+connection's descriptor across Granian's close and reads to the client's close frame
+(``service.transport.linger``). These clients are the ones that broke it: raw sockets that
+keep sending until the close frame arrives, then answer it, and one that never answers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from service.session import LINGER_SECONDS
+from service.transport import _ClientFrames
+from testkit.procfs import socket_count, wait_until
+from testkit.rawws import BINARY, CLOSE, PING, PONG, TEXT, RawWebSocket, encode_frame
+from testkit.service import ServiceProcess, StartService
+
+CLIENTS = 10
+
+
+def _frames() -> list[bytes]:
+    rng = random.Random(6455)  # noqa: S311 - payload bytes, not secrets
+    shapes = [(TEXT, 5), (BINARY, 200), (TEXT, 70_000), (PING, 3), (PONG, 0), (TEXT, 125),
+              (TEXT, 126)]
+    return [encode_frame(op, rng.randbytes(n)) for op, n in shapes]
+
+
+def test_the_frame_walk_finds_the_close_frame_wherever_reads_split_the_stream() -> None:
+    stream = b"".join(_frames())
+    close = encode_frame(CLOSE, (1001).to_bytes(2, "big"))
+    for cut in range(0, len(stream) + 1, 61):
+        frames = _ClientFrames()
+        assert not frames.feed(stream[:cut]), cut
+        assert frames.feed(stream[cut:] + close), cut
+        assert not frames.lost
+    one_byte_at_a_time = _ClientFrames()
+    seen = [one_byte_at_a_time.feed(bytes([b])) for b in stream + close]
+    assert seen.index(True) == len(stream) + 5  # the close frame's header is complete
+    # Started inside a frame (Granian had read part of it): only the end is looked at.
+    lost = _ClientFrames()
+    assert not lost.feed(stream[3:])
+    assert lost.lost
+    assert lost.feed(close)
+
+
+class _SendingClient:
+    """Sends echo requests without pause until the server's close frame arrives, answers it,
+    then reads to the end of the TCP connection."""
+
+    def __init__(self, service: ServiceProcess, path: str, answer: bool = True) -> None:
+        self.ws = RawWebSocket(service.port, timeout=10)
+        assert self.ws.handshake(path) == 101
+        self.answer = answer
+        self.port = self.ws.sock.getsockname()[1]
+        self.code: int | None = None
+        self.end = "open"
+        self.send_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send, daemon=True)
+        self._thread.start()
+
+    def _send(self) -> None:
+        frame = encode_frame(TEXT, json.dumps({"type": "echo", "data": "x" * 40}).encode())
+        for _ in range(20_000):  # bounded; the close comes long before
+            if self._stop.is_set():
+                return
+            try:
+                self.ws.sock.sendall(frame)
+            except OSError as exc:
+                self.send_error = type(exc).__name__
+                return
+            time.sleep(0.0005)
+
+    def finish(self) -> None:
+        """Read to the close frame, stop sending, answer (or not), read to the end."""
+        while self.code is None:
+            frame = self.ws.recv_frame(time.monotonic() + 10)
+            if frame is None:
+                break
+            if frame[0] == CLOSE:
+                self.code = int.from_bytes(frame[1][:2], "big")
+        self._stop.set()
+        self._thread.join(5)
+        if self.code is None:
+            self.end = "no close frame"
+            return
+        try:
+            if self.answer:
+                self.ws.send(CLOSE, self.code.to_bytes(2, "big"))
+            while self.ws.sock.recv(65536):
+                pass
+            self.end = "fin"
+        except (ConnectionResetError, BrokenPipeError):
+            self.end = "reset"
+        except TimeoutError:
+            self.end = "still open"
+        finally:
+            self.ws.close()
+
+
+def _finishing(clients: list[_SendingClient]) -> list[threading.Thread]:
+    threads = [threading.Thread(target=c.finish) for c in clients]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(30)
+
+
+def _close_lines(service: ServiceProcess) -> dict[int, dict[str, object]]:
+    """The service's close lines by the client's port (from the connect line's peer)."""
+    ports: dict[str, int] = {}
+    closes: dict[int, dict[str, object]] = {}
+    for line in service.lines:
+        if "WS_DIAGNOSTICS " not in line:
+            continue
+        event = json.loads(line.split("WS_DIAGNOSTICS ", 1)[1])
+        if event["event"] == "connect":
+            ports[event["client_id"]] = int(event["peer"].rsplit(":", 1)[1])
+        elif event["event"] == "close":
+            closes[ports[event["client_id"]]] = event
+    return closes
+
+
+def _assert_clean(clients: list[_SendingClient], code: int, lines: dict[int, dict[str, object]],
+                  ) -> None:
+    outcome = {c.port: (c.code, c.end, c.send_error) for c in clients}
+    assert set(outcome.values()) == {(code, "fin", None)}, outcome
+    acks = {c.port: (lines[c.port]["code"], lines[c.port].get("close_ack")) for c in clients}
+    assert set(acks.values()) == {(code, "frame")}, acks
+
+
+def test_clients_still_sending_at_shutdown_get_1001_and_a_clean_end(
+        start_service: StartService) -> None:
+    service = start_service()
+    clients = [_SendingClient(service, "/ws/echo") for _ in range(CLIENTS)]
+    finishing = _finishing(clients)  # each answers the close frame as soon as it arrives
+    assert service.stop() == 0
+    _join(finishing)
+    _assert_clean(clients, 1001, _close_lines(service))
+
+
+def test_clients_flooding_past_the_rate_limit_get_1008_and_a_clean_end(
+        start_service: StartService) -> None:
+    service = start_service(WS_RATE_LIMIT="50")
+    baseline = socket_count(service.proc.pid)
+    clients = [_SendingClient(service, "/ws") for _ in range(CLIENTS)]
+    _join(_finishing(clients))
+    assert wait_until(lambda: len(_close_lines(service)) == CLIENTS, 5)
+    _assert_clean(clients, 1008, _close_lines(service))
+    # Every descriptor the session held to linger is closed again.
+    assert wait_until(lambda: socket_count(service.proc.pid) <= baseline, 5), (
+        socket_count(service.proc.pid), baseline)
+
+
+def test_a_client_that_never_answers_the_close_is_released_after_the_linger(
+        start_service: StartService) -> None:
+    """It stops sending and keeps the socket open without a close frame: the server ends the
+    connection itself once ``LINGER_SECONDS`` have passed, and says so."""
+    service = start_service(WS_RATE_LIMIT="50")
+    baseline = socket_count(service.proc.pid)
+    client = _SendingClient(service, "/ws", answer=False)
+    client.ws.sock.settimeout(LINGER_SECONDS + 5)
+    client.finish()
+    assert (client.code, client.end) == (1008, "fin"), (client.code, client.end)
+    service.wait_for_match(r'"event":"close"', timeout=5)
+    (line,) = _close_lines(service).values()
+    assert line.get("close_ack") == "timeout", line
+    assert wait_until(lambda: socket_count(service.proc.pid) <= baseline, 5)
+
+
+@pytest.mark.parametrize("cut", [1, 5])
+def test_a_close_frame_split_across_reads_is_still_seen(cut: int) -> None:
+    """The client's answer may arrive in pieces; the walk waits for the whole header."""
+    close = encode_frame(CLOSE, (1000).to_bytes(2, "big"))
+    frames = _ClientFrames()
+    assert not frames.feed(encode_frame(TEXT, b"late") + close[:cut])
+    assert frames.feed(close[cut:])
+
