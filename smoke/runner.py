@@ -8,9 +8,9 @@ import time
 
 from service.codes import CloseCode
 from service.messages import HealthStatus
-from smoke.checks.http import get_health
+from smoke.checks.http import ask_after_drop
 from smoke.diagnose import diagnose
-from smoke.model import CheckResult, Evidence, Report
+from smoke.model import CheckResult, Report
 from smoke.probe import Probe, ProbeError
 from smoke.suite import TOOL_ERROR, Suite
 from smoke.target import Options, Target
@@ -43,29 +43,10 @@ def _abnormal_close(result: CheckResult) -> bool:
 
 
 async def _recheck_after_drop(suite: Suite, results: list[CheckResult]) -> None:
-    """After a 1006, ask the same target again: a refused GET /health (or a proxy's 502/503/504)
-    means the server process died or restarted, not that a proxy timed the connection out."""
-    dropped = [r for r in results if r.via == suite.rec.via and _abnormal_close(r)]
-    if not dropped:
-        return
-    url = suite.target.http("/health")
-    for _ in range(3):  # a dying process can still accept, then reset: ask again at once
-        probe = Evidence(url=url)
-        await asyncio.to_thread(get_health, suite.options, url, probe)
-        if probe.error != "network":
-            break
-    if probe.error == "refused":
-        text, gone = f"GET {url} after the drop: connection refused", True
-    elif probe.http_status in (502, 503, 504):
-        text, gone = f"GET {url} after the drop: HTTP {probe.http_status}", True
-    elif probe.error is not None:
-        text, gone = f"GET {url} after the drop: {probe.error_detail}", False
-    else:
-        text, gone = f"GET {url} after the drop: HTTP {probe.http_status}", False
-    for result in dropped:
-        assert result.evidence is not None
-        result.evidence.after_drop = text
-        result.evidence.backend_gone = gone
+    dropped = [r.evidence for r in results
+               if r.via == suite.rec.via and _abnormal_close(r) and r.evidence is not None]
+    if dropped:
+        await ask_after_drop(suite.options, suite.target.http("/health"), dropped)
 
 
 async def run_checks(target: Target, options: Options, direct: Target | None = None) -> Report:

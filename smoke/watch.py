@@ -53,6 +53,7 @@ import msgspec
 
 from service.codes import CloseCode, close_code_name
 from service.messages import HealthStatus, Heartbeat
+from smoke.checks.http import ask_after_drop
 from smoke.diagnose import diagnose
 from smoke.exporter import WatchMetrics, metrics_url
 from smoke.model import CheckResult, Evidence
@@ -87,6 +88,9 @@ class DropRecord(msgspec.Struct, kw_only=True):
     heartbeats: int
     at_s: float
     """When it closed, in seconds since the watch started."""
+    diagnosis: str | None = None
+    """The check mode's diagnosis code for this drop (``backend_gone`` when ``GET /health``
+    was refused after a 1006)."""
 
 
 class ErrorRecord(msgspec.Struct, kw_only=True):
@@ -324,8 +328,8 @@ def diagnosis_code(ev: Evidence, target: Target, options: Options,
 
     The evidence is judged as the check whose failure it resembles: a failed attempt as the
     handshake, a stalled connection as a missing heartbeat, a drop as the sustained
-    connection. Watch does not ask ``GET /health`` after a 1006, so a dead backend shows as a
-    drop while active, not as ``backend_gone``.
+    connection. After a 1006 the watcher has asked ``GET /health`` (:func:`_diagnose_drop`),
+    so a dead backend is ``backend_gone`` here too.
     """
     name: Literal["handshake", "heartbeat", "sustained"] = (
         "handshake" if not ev.opened else
@@ -337,6 +341,17 @@ def diagnosis_code(ev: Evidence, target: Target, options: Options,
                          metrics=metrics)
     # A failed result always gets a diagnosis (the table ends with check_failed).
     return diagnose(target, options, [result], ping_interval=ping_interval)[0].code
+
+
+async def _diagnose_drop(ev: Evidence, target: Target, options: Options, tally: Tally) -> str:
+    """The drop's diagnosis code, told to the exporter. A 1006 alone cannot tell a dead
+    backend from a proxy's cut, so after one ``GET /health`` is asked first."""
+    if ev.close_code == CloseCode.ABNORMAL and ev.closed_by == "network":
+        await ask_after_drop(options, target.http("/health"), [ev])
+    code = diagnosis_code(ev, target, options, tally.ping_interval)
+    if tally.metrics is not None:
+        tally.metrics.diagnosed(code)
+    return code
 
 
 # -- one connection ----------------------------------------------------------------------------
@@ -385,10 +400,12 @@ async def _session(probe: Probe, tally: Tally, stop: asyncio.Event) -> bool:
         stopping.cancel()
 
 
-async def _settle(probe: Probe, tally: Tally, ended: bool) -> Settled:
+async def _settle(probe: Probe, tally: Tally, ended: bool,
+                  diagnosis: str | None = None) -> Settled:
     """Log a drop or an error, or close our own connection; how the next wait is chosen.
 
     ``ended``: the session ended by itself (a close, or an error on a still-open socket).
+    ``diagnosis``: the drop's diagnosis code, logged with it.
     """
     ev = probe.evidence
     if not ended:
@@ -406,11 +423,13 @@ async def _settle(probe: Probe, tally: Tally, ended: bool) -> Settled:
             await probe.close(1000, f"ws-smoke watch: {ev.error or 'error'}")
         return "reset" if ev.heartbeats_received > 0 else "keep"
     age = ev.age_at_close_s if ev.age_at_close_s is not None else probe.age
-    tally.dropped(ev, age)
+    tally.dropped(ev, age).diagnosis = diagnosis
     reason = f" reason {ev.close_reason!r}" if ev.close_reason else ""
+    after = f"; {ev.after_drop}" if ev.after_drop else ""
+    code = f" [{diagnosis}]" if diagnosis else ""
     _log(f"drop #{len(tally.drops)}: code {ev.close_code} ({close_code_name(ev.close_code)})"
          f"{reason} after {age:.2f}s, idle {ev.idle_at_close_s or 0:.2f}s, "
-         f"{ev.heartbeats_received} heartbeat(s) on this connection")
+         f"{ev.heartbeats_received} heartbeat(s) on this connection{after}{code}")
     if ev.close_code == GOING_AWAY:
         return "moved"
     return "reset" if ev.heartbeats_received > 0 else "keep"
@@ -474,10 +493,9 @@ async def _watch(target: Target, options: Options, url: str, metrics: WatchMetri
                     dropped = True
             settled: Settled = "keep"
             if probe.evidence.opened:
-                if dropped and metrics is not None:  # before _settle closes it: as it ended
-                    metrics.diagnosed(diagnosis_code(probe.evidence, target, options,
-                                                     tally.ping_interval))
-                settled = await _settle(probe, tally, dropped)
+                diagnosis = (await _diagnose_drop(probe.evidence, target, options, tally)
+                             if dropped else None)  # before _settle closes it: as it ended
+                settled = await _settle(probe, tally, dropped, diagnosis)
                 backoff.settle(settled)  # a 1001: the backend drains, come back soon
             if stop.is_set():
                 break

@@ -77,6 +77,7 @@ def test_sigterm_and_restart_is_a_move_and_exits_0(
     [dropped] = data["drops"]
     assert dropped["code"] == 1001
     assert dropped["reason"] == "server shutting down"
+    assert dropped["diagnosis"] == "server_closed"
     assert dropped["age_s"] > 0
     assert dropped["gap_s"] is not None
     assert dropped["gap_s"] < data["max_gap_limit_s"] == 5.0
@@ -109,12 +110,14 @@ def test_kill9_is_a_1006_drop_and_exits_1(start_service: StartService, tmp_path:
         watch.stop()
     out = watch.text()
     assert "code 1006" in drop_line, out
+    # Asked after the 1006, GET /health was refused: the process died, not a proxy's cut.
+    assert "after the drop: connection refused [backend_gone]" in drop_line, out
     assert "moved (1001)" not in drop_line
     assert code == 1, out
     assert "exit 1: 1 drop(s) other than 1001" in out.strip().splitlines()[-1]
     data = load(report)
     assert data["exit_code"] == 1
-    assert [d["code"] for d in data["drops"]] == [1006]
+    assert [(d["code"], d["diagnosis"]) for d in data["drops"]] == [(1006, "backend_gone")]
     assert data["moved"] == 0
     assert data["other_drops"] == 1
     assert data["drops"][0]["gap_s"] is not None

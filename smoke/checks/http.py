@@ -149,3 +149,28 @@ def get_health(options: Options, url: str, evidence: Evidence) -> tuple[Status, 
         f"HTTP 200 status={health.status} connections={health.connections} "
         f"ping_interval={health.config.ping_interval:g}s"
     )
+
+
+async def ask_after_drop(options: Options, url: str, dropped: list[Evidence]) -> None:
+    """After a 1006, ask the same target's ``GET /health``: refused (or a proxy's 502/503/504)
+    means the server process died or restarted, not that a proxy timed the connection out.
+
+    Writes the answer into each dropped connection's evidence (``after_drop``,
+    ``backend_gone``), which the diagnoses read.
+    """
+    for _ in range(3):  # a dying process can still accept, then reset: ask again at once
+        probe = Evidence(url=url)
+        await asyncio.to_thread(get_health, options, url, probe)
+        if probe.error != "network":
+            break
+    if probe.error == "refused":
+        text, gone = f"GET {url} after the drop: connection refused", True
+    elif probe.http_status in (502, 503, 504):
+        text, gone = f"GET {url} after the drop: HTTP {probe.http_status}", True
+    elif probe.error is not None:
+        text, gone = f"GET {url} after the drop: {probe.error_detail}", False
+    else:
+        text, gone = f"GET {url} after the drop: HTTP {probe.http_status}", False
+    for ev in dropped:
+        ev.after_drop = text
+        ev.backend_gone = gone
