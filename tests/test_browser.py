@@ -460,3 +460,68 @@ def test_check_page_over_https_may_check_a_loopback_ws_url(
         f"but 127.0.0.1:{service.port} is loopback, which browsers allow"), mixed
     assert report["secure_context"] is True
     assert {c["origin"] for c in _connects(service, 3)} == {server.origin}
+
+
+def test_check_page_shows_a_killed_server_as_backend_gone(
+        start_service: StartService, tmp_path: Path) -> None:
+    """SIGKILL while the page holds its sockets: no close frame (1006), and GET /health then
+    finds nothing listening, so the page says the process died, not that a proxy cut it."""
+    service = start_service()
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open(f"http://localhost:{service.port}{PATH}?sustain=60&latency_limit=1000")
+        _connects(service, 3)
+        service.proc.kill()
+        assert service.proc.wait(10) == -9
+        report = browser.report(timeout=30)
+    assert _statuses(report)["sustained"] == "fail", report["checks"]
+    assert report["verdict"]["codes"] == ["backend_gone"], report["verdict"]
+    assert "the server process died or restarted" in report["verdict"]["diagnoses"][0]["cause"]
+    held = [c for c in report["closes"] if c["endpoint"] in ("/ws/health", "/ws")]
+    assert {(c["code"], c["wasClean"], c["closed_by"]) for c in held} == {
+        (1006, False, "network")}, report["closes"]
+    assert report["duration_s"] < 30
+
+
+def test_check_page_names_the_token_a_browser_cannot_send(
+        start_service: StartService, tmp_path: Path) -> None:
+    """WS_AUTH_TOKEN set: the handshakes get 401, which the browser hides; the page knows from
+    the service that a token is required and says a terminal must check instead."""
+    service = start_service(WS_AUTH_TOKEN=secrets.token_hex(16))
+    report, _ = _check_page(f"http://localhost:{service.port}{PATH}{QUERY}",
+                            tmp_path / "profile")
+    assert _statuses(report)["handshake"] == "fail"
+    assert report["verdict"]["codes"] == ["auth_required"], report["verdict"]
+    assert "-H 'Authorization: Bearer TOKEN'" in report["verdict"]["diagnoses"][0]["next_step"]
+    rejected = json.loads(service.wait_for_line(r'"event":"rejected"').split(
+        "WS_DIAGNOSTICS ", 1)[1])
+    assert rejected["status"] == 401
+
+
+NO_WS_ROUTE = """\
+server {{
+    listen 127.0.0.1:{port};
+    # The page and /health reach the service; the WebSocket paths were never routed.
+    location /ws/ {{ return 404; }}
+    location = /ws {{ return 404; }}
+    location / {{
+        proxy_pass http://127.0.0.1:{backend};
+    }}
+}}
+"""
+
+
+def test_check_page_behind_a_proxy_without_the_ws_route_says_not_found(
+        start_service: StartService, tmp_path: Path) -> None:
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    service = start_service(PUBLIC_BASE_URL=public)
+    proxy = Nginx(tmp_path / "nginx", NO_WS_ROUTE.format(port=port, backend=service.port), port)
+    proxy.start()
+    try:
+        report, _ = _check_page(f"{public}{PATH}{QUERY}", tmp_path / "profile")
+    finally:
+        proxy.stop()
+    assert _statuses(report)["handshake"] == "fail"
+    assert report["verdict"]["codes"] == ["not_found"], report["verdict"]
+    assert "HTTP 404 for " in report["verdict"]["diagnoses"][0]["cause"]
+    assert '"event":"connect"' not in service.output()
