@@ -22,7 +22,7 @@ from litestar import MediaType, Response, get
 from litestar.handlers import HTTPRouteHandler
 
 from service.codes import CloseCode
-from service.security import origin_of
+from service.origin import origin_of
 from service.settings import Settings
 
 PATH = "/ws-check"

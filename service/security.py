@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from litestar.enums import ScopeType
 from litestar.types import (
@@ -28,6 +27,7 @@ from litestar.types import (
 
 from service.diagnostics import log_event
 from service.metrics import REFUSAL_REASONS
+from service.origin import origin_of
 from service.registry import Registry
 from service.settings import Settings
 
@@ -39,18 +39,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-def origin_of(url: str) -> str:
-    """The Origin a browser sends from a page under ``url``: scheme://host[:port], lower-case,
-    without a default port (RFC 6454)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = parts.netloc.rpartition("@")[2].lower()
-    default = {"http": ":80", "https": ":443"}.get(scheme)
-    if default and host.endswith(default):
-        host = host[: -len(default)]
-    return f"{scheme}://{host}"
 
 
 def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[ASGIApp], ASGIApp]:

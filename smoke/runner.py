@@ -8,6 +8,7 @@ import time
 
 from service.codes import CloseCode
 from service.messages import HealthStatus
+from service.origin import origin_of
 from smoke.checks.http import ask_after_drop
 from smoke.diagnose import diagnose
 from smoke.model import CheckResult, Report
@@ -63,8 +64,13 @@ async def run_checks(target: Target, options: Options, direct: Target | None = N
                                 for r in results):
         # Our Origin was refused everywhere: ask /ws/health without one, to name the list.
         greeting = await _greeting_without_origin(target, options)
-    allowed = (greeting.environment.allowed_origins
-               if greeting is not None and greeting.environment is not None else None)
+    allowed = None
+    if greeting is not None and greeting.environment is not None:
+        # The service also accepts its own public origin (the /ws-check page's) unlisted.
+        env = greeting.environment
+        own = origin_of(env.public_base_url)
+        allowed = env.allowed_origins + ([] if own in env.allowed_origins
+                                         else [f"{own} (PUBLIC_BASE_URL)"])
     interval = (float(greeting.config.ping_interval)
                 if greeting is not None and greeting.config is not None else None)
     diagnoses = diagnose(target, options, results, direct=direct, allowed_origins=allowed,

@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 from service.app import create_app
 from service.check_page import PATH, template
 from service.codes import CloseCode
-from service.security import origin_of
+from service.origin import origin_of
 from service.settings import load_settings
 from testkit.service import StartService
 

@@ -140,6 +140,8 @@ def test_foreign_origin_gets_403_and_names_origin_and_allowed_list(
     assert "Origin sent: https://evil.invalid" in diagnosis["cause"]
     # The allowed list comes from health_status, fetched without our refused Origin.
     assert "http://localhost:3000, http://127.0.0.1:3000" in diagnosis["cause"]
+    # ... and the service's own public origin, accepted without being listed.
+    assert f"localhost:{fast_service.port} (PUBLIC_BASE_URL)" in diagnosis["cause"]
     assert "ALLOWED_ORIGINS" in diagnosis["next_step"]
     assert run.result("handshake")["evidence"]["http_status"] == 403
     assert "HTTP 403" in run.result("handshake")["detail"]
