@@ -398,19 +398,26 @@ server {{
 """
 
 
-def test_check_page_behind_a_proxy_that_drops_upgrade_infers_it(
-        start_service: StartService, tmp_path: Path) -> None:
-    """The browser sees only 1006; /health answering 200 through the same proxy, the endpoint
-    not a 404, the origin allowed and no token set leave the Upgrade headers as the cause."""
+def _check_page_behind(site: str, start_service: StartService, tmp_path: Path,
+                       ) -> tuple[ServiceProcess, dict[str, Any], list[str]]:
+    """The check page loaded through nginx serving ``site`` (a template of port, backend)."""
     port = free_port()
     public = f"http://127.0.0.1:{port}"
     service = start_service(PUBLIC_BASE_URL=public)
-    proxy = Nginx(tmp_path / "nginx", BROKEN_PROXY.format(port=port, backend=service.port), port)
+    proxy = Nginx(tmp_path / "nginx", site.format(port=port, backend=service.port), port)
     proxy.start()
     try:
         report, console = _check_page(f"{public}{PATH}{QUERY}", tmp_path / "profile")
     finally:
         proxy.stop()
+    return service, report, console
+
+
+def test_check_page_behind_a_proxy_that_drops_upgrade_infers_it(
+        start_service: StartService, tmp_path: Path) -> None:
+    """The browser sees only 1006; /health answering 200 through the same proxy, the endpoint
+    not a 404, the origin allowed and no token set leave the Upgrade headers as the cause."""
+    service, report, console = _check_page_behind(BROKEN_PROXY, start_service, tmp_path)
     assert _statuses(report)["handshake"] == "fail"
     assert report["verdict"]["codes"] == ["upgrade_not_forwarded"], report["verdict"]
     diagnosis = report["verdict"]["diagnoses"][0]
@@ -512,15 +519,7 @@ server {{
 
 def test_check_page_behind_a_proxy_without_the_ws_route_says_not_found(
         start_service: StartService, tmp_path: Path) -> None:
-    port = free_port()
-    public = f"http://127.0.0.1:{port}"
-    service = start_service(PUBLIC_BASE_URL=public)
-    proxy = Nginx(tmp_path / "nginx", NO_WS_ROUTE.format(port=port, backend=service.port), port)
-    proxy.start()
-    try:
-        report, _ = _check_page(f"{public}{PATH}{QUERY}", tmp_path / "profile")
-    finally:
-        proxy.stop()
+    service, report, _ = _check_page_behind(NO_WS_ROUTE, start_service, tmp_path)
     assert _statuses(report)["handshake"] == "fail"
     assert report["verdict"]["codes"] == ["not_found"], report["verdict"]
     assert "HTTP 404 for " in report["verdict"]["diagnoses"][0]["cause"]
