@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 
 MAX_REASON_BYTES = 123
 LINGER_SECONDS = 2.0
-"""How long a server close waits for the client's close frame before closing TCP anyway."""
+"""How long a server close waits for the client's close frame before closing TCP anyway (and
+never longer than the close itself may take: WS_SEND_TIMEOUT, half the shutdown time)."""
 _encode = msgspec.json.Encoder().encode
 _log = logging.getLogger(__name__)
 

@@ -55,10 +55,12 @@ class _SendingClient:
     """Sends echo requests without pause until the server's close frame arrives, answers it,
     then reads to the end of the TCP connection."""
 
-    def __init__(self, service: ServiceProcess, path: str, answer: bool = True) -> None:
+    def __init__(self, service: ServiceProcess, path: str, *, answer: bool = True,
+                 keep_sending: bool = False) -> None:
         self.ws = RawWebSocket(service.port, timeout=10)
         assert self.ws.handshake(path) == 101
         self.answer = answer
+        self.keep_sending = keep_sending
         self.port = self.ws.sock.getsockname()[1]
         self.code: int | None = None
         self.end = "open"
@@ -87,8 +89,9 @@ class _SendingClient:
                 break
             if frame[0] == CLOSE:
                 self.code = int.from_bytes(frame[1][:2], "big")
-        self._stop.set()
-        self._thread.join(5)
+        if not self.keep_sending:
+            self._stop.set()
+            self._thread.join(5)
         if self.code is None:
             self.end = "no close frame"
             return
@@ -103,6 +106,8 @@ class _SendingClient:
         except TimeoutError:
             self.end = "still open"
         finally:
+            self._stop.set()
+            self._thread.join(5)
             self.ws.close()
 
 
@@ -178,6 +183,40 @@ def test_a_client_that_never_answers_the_close_is_released_after_the_linger(
     (line,) = _close_lines(service).values()
     assert line.get("close_ack") == "timeout", line
     assert wait_until(lambda: socket_count(service.proc.pid) <= baseline, 5)
+
+
+def test_a_client_that_keeps_sending_after_the_close_is_cut_off_after_the_linger(
+        start_service: StartService) -> None:
+    """The linger reads what arrives, but only for ``LINGER_SECONDS``: a client that never
+    stops cannot hold the connection (or the reading) open."""
+    service = start_service(WS_RATE_LIMIT="50")
+    baseline = socket_count(service.proc.pid)
+    client = _SendingClient(service, "/ws", answer=False, keep_sending=True)
+    client.ws.sock.settimeout(LINGER_SECONDS + 5)
+    client.finish()
+    assert client.code == 1008
+    assert client.end in {"reset", "fin"}, client.end  # ended by the server, with or without
+    service.wait_for_match(r'"event":"close"', timeout=5)  # its last bytes read
+    (line,) = _close_lines(service).values()
+    assert line.get("close_ack") == "timeout", line
+    assert wait_until(lambda: socket_count(service.proc.pid) <= baseline, 5)
+
+
+def test_silent_clients_at_shutdown_share_one_linger_within_the_shutdown_time(
+        start_service: StartService) -> None:
+    """Ten clients that never answer the 1001: the lingers run side by side, inside
+    WS_SHUTDOWN_TIMEOUT, and every session finishes."""
+    service = start_service(WS_SHUTDOWN_TIMEOUT="5")
+    clients = [_SendingClient(service, "/ws/echo", answer=False) for _ in range(CLIENTS)]
+    for client in clients:
+        client.ws.sock.settimeout(LINGER_SECONDS + 5)
+    finishing = _finishing(clients)
+    assert service.stop() == 0
+    _join(finishing)
+    assert {(c.code, c.end) for c in clients} == {(1001, "fin")}
+    assert f"closed {CLIENTS} connection(s) with 1001, 0 did not finish" in service.output()
+    acks = {event.get("close_ack") for event in _close_lines(service).values()}
+    assert acks == {"timeout"}, acks
 
 
 @pytest.mark.parametrize("cut", [1, 5])
