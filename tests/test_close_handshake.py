@@ -204,9 +204,10 @@ def test_a_client_that_keeps_sending_after_the_close_is_cut_off_after_the_linger
 
 def test_silent_clients_at_shutdown_share_one_linger_within_the_shutdown_time(
         start_service: StartService) -> None:
-    """Ten clients that never answer the 1001: the lingers run side by side, inside
-    WS_SHUTDOWN_TIMEOUT, and every session finishes."""
-    service = start_service(WS_SHUTDOWN_TIMEOUT="5")
+    """Ten clients that never answer the 1001: the lingers (the full ``LINGER_SECONDS`` here,
+    as with the default settings) run side by side, inside WS_SHUTDOWN_TIMEOUT, and every
+    session finishes."""
+    service = start_service(WS_SHUTDOWN_TIMEOUT="5", WS_SEND_TIMEOUT="10")
     clients = [_SendingClient(service, "/ws/echo", answer=False) for _ in range(CLIENTS)]
     for client in clients:
         client.ws.sock.settimeout(LINGER_SECONDS + 5)
