@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -27,6 +27,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
+
+from service.transport import CloseAck
 
 if TYPE_CHECKING:
     from service.registry import Registry
@@ -43,6 +45,8 @@ MEDIA_TYPE = CONTENT_TYPE.removesuffix("; charset=utf-8")
 # Seconds. The scheduler ticks every 5-20 ms, so a healthy process sits in the first buckets;
 # the long tail is an event loop blocked by something (or a starved CPU).
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+CLOSE_ACKS = get_args(CloseAck)
 
 # The handshake middleware's log reasons (service/security.py), as the metric's label.
 REFUSAL_REASONS = {
@@ -123,6 +127,11 @@ class ServiceCollector(Collector):
         rate = CounterMetricFamily(
             "ws_kit_rate_limit_closes", "Connections closed with 1008 for exceeding WS_RATE_LIMIT",
             labels=endpoint)
+        acks = CounterMetricFamily(
+            "ws_kit_close_acks",
+            "Server closes by how the client answered the close frame: frame (its own close "
+            "frame), eof, reset, timeout (nothing within the linger)",
+            labels=["endpoint", "ack"])
         for path, totals in sorted(registry.totals.items()):
             now = live[path]
             opened.add_metric([path], float(totals.opened))
@@ -134,7 +143,9 @@ class ServiceCollector(Collector):
             beats.add_metric([path], float(totals.heartbeats + now[3]))
             drops.add_metric([path], float(totals.send_deadline_drops))
             rate.add_metric([path], float(totals.rate_limit_closes))
-        yield from (opened, open_, closed, received, sent, beats, drops, rate)
+            for ack in CLOSE_ACKS:
+                acks.add_metric([path, ack], float(totals.close_acks.get(ack, 0)))
+        yield from (opened, open_, closed, received, sent, beats, drops, rate, acks)
 
         refused = CounterMetricFamily(
             "ws_kit_handshakes_refused",

@@ -25,6 +25,10 @@ class Member(Protocol):
     messages_out: int
 
     @property
+    def close_ack(self) -> str | None:
+        """How the client answered the server's close frame (``service.transport.CloseAck``)."""
+
+    @property
     def path(self) -> str: ...
 
     @property
@@ -42,12 +46,13 @@ class Member(Protocol):
 class EndpointTotals:
     """What the closed sessions of one endpoint did, in plain ints (read at scrape time)."""
 
-    __slots__ = ("closes", "heartbeats", "messages_in", "messages_out", "opened",
+    __slots__ = ("close_acks", "closes", "heartbeats", "messages_in", "messages_out", "opened",
                  "rate_limit_closes", "send_deadline_drops")
 
     def __init__(self) -> None:
         self.opened = 0
         self.closes: dict[tuple[int, str], int] = {}  # (close code, closed_by) -> count
+        self.close_acks: dict[str, int] = {}  # how clients answered server closes -> count
         self.messages_in = 0
         self.messages_out = 0
         self.heartbeats = 0
@@ -102,6 +107,8 @@ class Registry:
         key = ((int(close.code), close.by) if close is not None
                else (int(CloseCode.ABNORMAL), "unknown"))
         totals.closes[key] = totals.closes.get(key, 0) + 1
+        if session.close_ack is not None:
+            totals.close_acks[session.close_ack] = totals.close_acks.get(session.close_ack, 0) + 1
         if close is None or close.by != "server":
             return
         if close.code == CloseCode.ABNORMAL and not close.send_frame:

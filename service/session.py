@@ -123,6 +123,7 @@ class Session:
         self.opened_at = opened_at
         self.messages_in = 0
         self.messages_out = 0
+        self.close_ack: CloseAck | None = None
         self._task: asyncio.Task[Any] | None = None
         self._beats: set[asyncio.Task[None]] = set()
         self._interrupting = False
@@ -276,8 +277,8 @@ class Session:
         if delivered:
             if held is None:
                 return {}
-            ack: CloseAck = await linger(held, min(LINGER_SECONDS, limit))
-            return {"close_ack": ack}
+            self.close_ack = await linger(held, min(LINGER_SECONDS, limit))
+            return {"close_ack": self.close_ack}
         if peer is None:
             return {}
         if held is None:

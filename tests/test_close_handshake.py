@@ -14,8 +14,10 @@ import json
 import random
 import threading
 import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.session import LINGER_SECONDS
 from service.transport import _ClientFrames
@@ -138,6 +140,16 @@ def _close_lines(service: ServiceProcess) -> dict[int, dict[str, object]]:
     return closes
 
 
+def _acks(service: ServiceProcess, endpoint: str) -> dict[str, float]:
+    """``ws_kit_close_acks_total`` of one endpoint from ``/metrics``, by ``ack``."""
+    with urllib.request.urlopen(f"{service.http}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {sample.labels["ack"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "ws_kit_close_acks_total" and sample.labels["endpoint"] == endpoint}
+
+
 def _assert_clean(clients: list[_SendingClient], code: int, lines: dict[int, dict[str, object]],
                   ) -> None:
     outcome = {c.port: (c.code, c.end, c.send_error) for c in clients}
@@ -164,6 +176,7 @@ def test_clients_flooding_past_the_rate_limit_get_1008_and_a_clean_end(
     _join(_finishing(clients))
     assert wait_until(lambda: len(_close_lines(service)) == CLIENTS, 5)
     _assert_clean(clients, 1008, _close_lines(service))
+    assert _acks(service, "/ws") == {"frame": CLIENTS, "eof": 0, "reset": 0, "timeout": 0}
     # Every descriptor the session held to linger is closed again.
     assert wait_until(lambda: socket_count(service.proc.pid) <= baseline, 5), (
         socket_count(service.proc.pid), baseline)
@@ -182,6 +195,7 @@ def test_a_client_that_never_answers_the_close_is_released_after_the_linger(
     service.wait_for_match(r'"event":"close"', timeout=5)
     (line,) = _close_lines(service).values()
     assert line.get("close_ack") == "timeout", line
+    assert _acks(service, "/ws")["timeout"] == 1
     assert wait_until(lambda: socket_count(service.proc.pid) <= baseline, 5)
 
 

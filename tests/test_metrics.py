@@ -190,6 +190,8 @@ def test_known_sequence_gives_exact_counter_deltas(start_service: Callable[..., 
         s("ws_kit_messages_sent_total", endpoint="/ws/echo"): 6,  # 2 welcomes + 4 echoes
         s("ws_kit_messages_sent_total", endpoint="/ws"): 3,
         s("ws_kit_rate_limit_closes_total", endpoint="/ws"): 1,
+        # The client answered that 1008 with its own close frame (the only server close here).
+        s("ws_kit_close_acks_total", endpoint="/ws", ack="frame"): 1,
     }
     for path in ("/ws", "/ws/echo", "/ws/health"):
         assert after[s("ws_kit_connections_open", endpoint=path)] == 0
