@@ -55,8 +55,9 @@ if TYPE_CHECKING:
 
 MAX_REASON_BYTES = 123
 LINGER_SECONDS = 2.0
-"""How long a server close waits for the client's close frame before closing TCP anyway (and
-never longer than the close itself may take: WS_SEND_TIMEOUT, half the shutdown time)."""
+"""How long a server close waits for the client's close frame before closing TCP anyway (at
+most: finding the descriptor, the close and the linger share WS_SEND_TIMEOUT, or half the
+shutdown time while draining)."""
 _encode = msgspec.json.Encoder().encode
 _log = logging.getLogger(__name__)
 
@@ -258,35 +259,48 @@ class Session:
     async def _close_connection(self, close: Close, client: Any) -> dict[str, str]:
         """Deliver the server's close, and end the TCP connection without a reset.
 
-        Until its socket is really gone the peer still counts as open. Returns what the
-        close log line adds: ``tcp`` when the close frame could not be delivered, ``close_ack``
-        (how the client answered it) when it was.
+        Until its socket is really gone the peer still counts as open. Finding the
+        descriptor, the close and the linger share one budget: WS_SEND_TIMEOUT, or half
+        the shutdown time while draining. Returns what the close log line adds: ``tcp`` when
+        the close frame could not be delivered, ``close_ack`` (how the client answered) when
+        it was.
         """
         peer = peer_key(client.host, client.port) if client is not None else None
-        held = None
-        limit = self.settings.ws_send_timeout
+        budget = self.settings.ws_send_timeout
         if self.registry.closing:  # leave the shutdown time to release the socket
-            limit = min(limit, self.settings.ws_shutdown_timeout / 2)
-        delivered = False
-        if close.send_frame:
-            if peer is not None:  # before Granian's close releases its own descriptor
-                held = await self.sockets.hold(peer)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.socket.close(close.code, close.reason or ""), limit)
-                delivered = True
-        if delivered:
-            if held is None:
+            budget = min(budget, self.settings.ws_shutdown_timeout / 2)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        held = None
+        try:
+            delivered = False
+            if close.send_frame:
+                if peer is not None:  # before Granian's close releases its own descriptor
+                    with contextlib.suppress(TimeoutError):
+                        held = await asyncio.wait_for(self.sockets.hold(peer), budget / 2)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.socket.close(close.code, close.reason or ""),
+                                           max(0.0, deadline - loop.time()))
+                    delivered = True
+            if delivered:
+                if held is None:
+                    return {}
+                sock, held = held, None
+                self.close_ack = await linger(
+                    sock, min(LINGER_SECONDS, max(0.0, deadline - loop.time())))
+                return {"close_ack": self.close_ack}
+            if peer is None:
                 return {}
-            self.close_ack = await linger(held, min(LINGER_SECONDS, limit))
-            return {"close_ack": self.close_ack}
-        if peer is None:
-            return {}
-        if held is None:
-            held = await self.sockets.hold(peer)
-        if held is None:
-            return {"tcp": "gone" if self.sockets.supported else "unsupported"}
-        shut_down(held)
-        return {"tcp": "shut_down"}
+            if held is None:
+                held = await self.sockets.hold(peer)
+            if held is None:
+                return {"tcp": "gone" if self.sockets.supported else "unsupported"}
+            sock, held = held, None
+            shut_down(sock)
+            return {"tcp": "shut_down"}
+        finally:
+            if held is not None:  # cancelled before handing it on
+                held.close()
 
     async def _receive_loop(self) -> None:
         receive = self.socket.receive

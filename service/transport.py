@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from typing import Literal
 
 _FD_DIR = "/proc/self/fd"
+_log = logging.getLogger(__name__)
 
 Peer = tuple[str, int]
-CloseAck = Literal["frame", "eof", "reset", "timeout"]
+CloseAck = Literal["frame", "eof", "reset", "timeout", "flood"]
 
 
 def _address(value: object) -> Peer | None:
@@ -50,12 +52,14 @@ def _scan(local_port: int, wanted: set[Peer]) -> dict[Peer, int] | None:
     Matching both ends is exact: a live TCP connection is the only one with that pair, so a
     descriptor reused meanwhile cannot be mistaken for it. Costs one ``dup`` per descriptor of
     the process (about 5 us each), shared by every request waiting for this scan. None when
-    there is no ``/proc``.
+    there is no ``/proc``; out of descriptors (EMFILE), nothing is found this time.
     """
     try:
         names = os.listdir(_FD_DIR)
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError:
+        return {}
     found: dict[Peer, int] = {}
     for name in names:
         if len(found) == len(wanted):
@@ -121,22 +125,32 @@ class Sockets:
         try:
             while self._pending:
                 batch, self._pending = self._pending, {}
-                found = await asyncio.to_thread(_scan, self.local_port, set(batch))
-                if found is None:
-                    self.supported = False
-                    found = {}
-                for peer, futures in batch.items():
-                    fd = found.pop(peer, None)
-                    for future in futures:
-                        if fd is not None and not future.done():
-                            future.set_result(socket.socket(fileno=fd))
-                            fd = None
-                        elif not future.done():
-                            future.set_result(None)
-                    if fd is not None:  # every asker gave up meanwhile
-                        os.close(fd)
+                found: dict[Peer, int] | None = {}
+                try:
+                    found = await asyncio.to_thread(_scan, self.local_port, set(batch))
+                except Exception:  # found nothing: the safe answer
+                    _log.warning("finding connection descriptors failed", exc_info=True)
+                finally:  # every asker gets an answer, even when this task is cancelled
+                    if found is None:
+                        self.supported = False
+                    self._answer(batch, found or {})
         finally:
             self._scanner = None
+
+    @staticmethod
+    def _answer(batch: dict[Peer, list[asyncio.Future[socket.socket | None]]],
+                found: dict[Peer, int]) -> None:
+        for peer, futures in batch.items():
+            fd = found.pop(peer, None)
+            for future in futures:
+                if future.done():  # the asker gave up (cancelled, timed out)
+                    continue
+                future.set_result(None if fd is None else socket.socket(fileno=fd))
+                fd = None
+            if fd is not None:  # every asker gave up meanwhile
+                os.close(fd)
+        for fd in found.values():  # found but not asked for: never happens, never leaks
+            os.close(fd)
 
 
 def shut_down(sock: socket.socket) -> None:
@@ -147,63 +161,103 @@ def shut_down(sock: socket.socket) -> None:
 
 _CLIENT_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 _MAX_CLOSE_FRAME = 2 + 4 + 125
+_MAX_WALKED_FRAMES = 1_000
+"""Past this many frames the walk costs more than it is worth (a flood of tiny frames):
+only the end of what arrives is looked at, as when the walk is lost."""
+
+
+def _valid_close_payload(payload: bytes) -> bool:
+    """Empty, or a status code a client may send (RFC 6455 section 7.4)."""
+    if not payload:
+        return True
+    if len(payload) < 2:
+        return False
+    code = int.from_bytes(payload[:2])
+    return (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999
 
 
 def _ends_with_close_frame(tail: bytes) -> bool:
     """Whether the bytes end with a whole masked close frame (``0x88``, ``0x80 | length``,
-    a 4-byte mask, at most 125 bytes of payload)."""
+    a 4-byte mask, at most 125 bytes of payload) whose unmasked status code is valid (random
+    bytes pass about once in 20,000 reads: an early end, no worse than not waiting)."""
     for length in range(min(len(tail) - 6, 125) + 1):
         start = len(tail) - 6 - length
-        if tail[start] == 0x88 and tail[start + 1] == 0x80 | length:
+        if tail[start] != 0x88 or tail[start + 1] != 0x80 | length:
+            continue
+        mask = tail[start + 2:start + 6]
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(tail[start + 6:]))
+        if _valid_close_payload(payload):
             return True
     return False
 
 
 class _ClientFrames:
-    """Walks the frames a client sends, payloads skipped, to find its close frame.
+    """Walks the frames a client sends, payloads skipped, to the end of its close frame.
 
     It starts where Granian stopped reading, which is a frame boundary unless Granian had
     read part of a frame (a client sending large messages); a header no client may send
-    (unmasked, reserved bits or opcode) shows that. From then on only the end of what has
-    arrived is looked at: the client's close frame is the last thing it sends. Bytes that
-    merely look like one end the wait early, which is no worse than not waiting.
+    (unmasked, reserved bits or opcode) shows that. From then on, and past
+    ``_MAX_WALKED_FRAMES``, only the end of what has arrived is looked at: the client's close
+    frame is the last thing it sends.
     """
 
     def __init__(self) -> None:
         self._head = b""
         self._skip = 0
+        self._frames = 0
+        self._closing = False
+        self._close = b""  # the close frame so far: header, mask, payload
         self.lost = False
         self._tail = b""
 
     def feed(self, data: bytes) -> bool:
-        """Whether a close frame starts in what has arrived so far."""
+        """Whether a whole close frame has arrived."""
         if self.lost:
             self._tail = (self._tail + data)[-_MAX_CLOSE_FRAME:]
             return _ends_with_close_frame(self._tail)
         view = memoryview(data)
-        while view and not self.lost:
+        while True:
             if self._skip:
                 taken = min(self._skip, len(view))
                 self._skip -= taken
+                if self._closing:
+                    self._close += view[:taken]
                 view = view[taken:]
-                continue
+                if self._skip:
+                    return False
+            if self._closing:
+                if _ends_with_close_frame(self._close):
+                    return True
+                self.lost = True  # not a client's close frame: the walk was misaligned
+                return self.feed(self._close + bytes(view))
+            if not view:
+                return False
             head = self._head + bytes(view[:14])
             first, second = (head[0], head[1]) if len(head) >= 2 else (0x80, 0x80)
             if first & 0x70 or first & 0x0F not in _CLIENT_OPCODES or not second & 0x80:
                 self.lost = True
                 return self.feed(bytes(view))
             size_bytes = {126: 2, 127: 8}.get(second & 0x7F, 0)
+            if first & 0x08 and (first & 0x80 == 0 or size_bytes):  # a control frame: whole,
+                self.lost = True                                     # at most 125 bytes
+                return self.feed(bytes(view))
             header = 2 + size_bytes + 4
             if len(head) < header:
                 self._head = head
                 return False
-            if first & 0x0F == 0x8:
-                return True
-            size = int.from_bytes(head[2:2 + size_bytes]) if size_bytes else second & 0x7F
             view = view[header - len(self._head):]
             self._head = b""
-            self._skip = size
-        return False
+            self._skip = int.from_bytes(head[2:2 + size_bytes]) if size_bytes else second & 0x7F
+            self._closing = first & 0x0F == 0x8
+            self._close = head[:header] if self._closing else b""
+            self._frames += 1
+            if self._frames > _MAX_WALKED_FRAMES and not self._closing:
+                self.lost = True
+                return self.feed(bytes(view))
+
+
+LINGER_MAX_BYTES = 1 << 20
+"""What a linger reads at most: a client still flooding past it is cut off (``flood``)."""
 
 
 async def linger(sock: socket.socket, timeout: float) -> CloseAck:
@@ -212,20 +266,31 @@ async def linger(sock: socket.socket, timeout: float) -> CloseAck:
     Closing a socket with unread bytes, or receiving bytes after closing it, makes the kernel
     send a reset; read to the client's close frame first and the connection ends with a FIN.
     What the client sent after the server's close frame is discarded, as RFC 6455 allows.
+    ``sock_recv`` returns without yielding while bytes are waiting, so the loop yields after
+    each read and checks the deadline itself: a client that never stops sending can hold
+    neither the event loop nor the connection.
     """
     loop = asyncio.get_running_loop()
     frames = _ClientFrames()
+    deadline = loop.time() + timeout
+    left = LINGER_MAX_BYTES
     with sock:
         sock.setblocking(False)
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    data = await loop.sock_recv(sock, 65536)
-                    if not data:
-                        return "eof"
-                    if frames.feed(data):
-                        return "frame"
-        except TimeoutError:
-            return "timeout"
-        except OSError:
-            return "reset"
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return "timeout"
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), remaining)
+            except TimeoutError:
+                return "timeout"
+            except OSError:
+                return "reset"
+            if not data:
+                return "eof"
+            if frames.feed(data):
+                return "frame"
+            left -= len(data)
+            if left <= 0:
+                return "flood"
+            await asyncio.sleep(0)

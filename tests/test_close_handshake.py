@@ -10,6 +10,7 @@ keep sending until the close frame arrives, then answer it, and one that never a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -20,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.session import LINGER_SECONDS
-from service.transport import _ClientFrames
+from service.transport import LINGER_MAX_BYTES, _ClientFrames
 from testkit.procfs import socket_count, wait_until
 from testkit.rawws import BINARY, CLOSE, PING, PONG, TEXT, RawWebSocket, encode_frame
 from testkit.service import ServiceProcess, StartService
@@ -45,12 +46,41 @@ def test_the_frame_walk_finds_the_close_frame_wherever_reads_split_the_stream() 
         assert not frames.lost
     one_byte_at_a_time = _ClientFrames()
     seen = [one_byte_at_a_time.feed(bytes([b])) for b in stream + close]
-    assert seen.index(True) == len(stream) + 5  # the close frame's header is complete
-    # Started inside a frame (Granian had read part of it): only the end is looked at.
+    assert seen.index(True) == len(stream) + len(close) - 1  # the whole close frame, status too
+    # Started inside a frame (Granian had read part of it; 0x7f has reserved bits set): only
+    # the end of what arrives is looked at.
     lost = _ClientFrames()
-    assert not lost.feed(stream[3:])
+    assert not lost.feed(b"\x7f" * 40)
     assert lost.lost
-    assert lost.feed(close)
+    assert not lost.feed(close[:-1])
+    assert lost.feed(close[-1:])
+
+
+def test_only_a_close_frame_with_a_valid_status_ends_the_tail_check() -> None:
+    """In tail mode random bytes could look like a close header; its unmasked status must be
+    one a client may send."""
+    for code, valid in [(1000, True), (1001, True), (1008, True), (4000, True), (1005, False),
+                        (1006, False), (999, False), (2999, False), (5000, False)]:
+        frames = _ClientFrames()
+        assert not frames.feed(b"\x7f" * 8)
+        assert frames.feed(encode_frame(CLOSE, code.to_bytes(2, "big") + b"bye")) is valid, code
+    empty = _ClientFrames()
+    empty.feed(b"\x7f")
+    assert empty.feed(encode_frame(CLOSE, b""))  # a close frame without status is allowed
+    # The walk checks the same: a "close frame" met on a frame boundary with a status no
+    # client sends means the walk was misaligned, not that the client closed.
+    walked = _ClientFrames()
+    assert not walked.feed(encode_frame(TEXT, b"hi") + encode_frame(CLOSE, b"\x03\xee"))
+    assert walked.lost
+    assert not _ClientFrames().feed(encode_frame(CLOSE, b"\x03\xe8", fin=False))
+
+
+def test_a_flood_of_tiny_frames_is_walked_only_so_far() -> None:
+    """Each walked frame costs a step in Python: past a thousand only the tail is checked."""
+    frames = _ClientFrames()
+    assert not frames.feed(encode_frame(PING, b"") * 5_000)
+    assert frames.lost
+    assert frames.feed(encode_frame(CLOSE, (1000).to_bytes(2, "big")))
 
 
 class _SendingClient:
@@ -82,6 +112,10 @@ class _SendingClient:
                 self.send_error = type(exc).__name__
                 return
             time.sleep(0.0005)
+
+    def stop_sending(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
     def finish(self) -> None:
         """Read to the close frame, stop sending, answer (or not), read to the end."""
@@ -176,7 +210,8 @@ def test_clients_flooding_past_the_rate_limit_get_1008_and_a_clean_end(
     _join(_finishing(clients))
     assert wait_until(lambda: len(_close_lines(service)) == CLIENTS, 5)
     _assert_clean(clients, 1008, _close_lines(service))
-    assert _acks(service, "/ws") == {"frame": CLIENTS, "eof": 0, "reset": 0, "timeout": 0}
+    assert _acks(service, "/ws") == {"frame": CLIENTS, "eof": 0, "reset": 0, "timeout": 0,
+                                     "flood": 0}
     # Every descriptor the session held to linger is closed again.
     assert wait_until(lambda: socket_count(service.proc.pid) <= baseline, 5), (
         socket_count(service.proc.pid), baseline)
@@ -234,9 +269,35 @@ def test_silent_clients_at_shutdown_share_one_linger_within_the_shutdown_time(
     assert acks == {"timeout"}, acks
 
 
+def test_a_client_flooding_after_the_close_is_cut_off_at_the_byte_cap(
+        start_service: StartService) -> None:
+    """Two MiB of empty pings right after the close frame: the linger reads one MiB at most
+    (``LINGER_MAX_BYTES``), then closes; the service answers /health meanwhile and after."""
+    service = start_service(WS_RATE_LIMIT="50", WS_SEND_TIMEOUT="10")
+    baseline = socket_count(service.proc.pid)
+    client = _SendingClient(service, "/ws", answer=False)
+    client.ws.sock.settimeout(LINGER_SECONDS + 5)
+    flood = encode_frame(PING, b"") * (2 * LINGER_MAX_BYTES // 6)
+    code = None
+    while code is None:
+        frame = client.ws.recv_frame(time.monotonic() + 10)
+        assert frame is not None
+        if frame[0] == CLOSE:
+            code = int.from_bytes(frame[1][:2], "big")
+    client.stop_sending()
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        client.ws.sock.sendall(flood)
+    service.wait_for_match(r'"event":"close"', timeout=10)
+    (line,) = _close_lines(service).values()
+    assert (code, line.get("close_ack")) == (1008, "flood"), line
+    assert _acks(service, "/ws")["flood"] == 1
+    client.ws.close()
+    assert wait_until(lambda: socket_count(service.proc.pid) <= baseline, 5)
+
+
 @pytest.mark.parametrize("cut", [1, 5])
 def test_a_close_frame_split_across_reads_is_still_seen(cut: int) -> None:
-    """The client's answer may arrive in pieces; the walk waits for the whole header."""
+    """The client's answer may arrive in pieces; the walk waits for the whole frame."""
     close = encode_frame(CLOSE, (1000).to_bytes(2, "big"))
     frames = _ClientFrames()
     assert not frames.feed(encode_frame(TEXT, b"late") + close[:cut])
