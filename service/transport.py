@@ -35,15 +35,15 @@ Peer = tuple[str, int]
 CloseAck = Literal["frame", "eof", "reset", "timeout", "flood"]
 
 
-def _address(value: object) -> Peer | None:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return str(value[0]).lower().removeprefix("::ffff:"), int(value[1])
-    return None
-
-
 def peer_key(host: str, port: int | str) -> Peer:
     """127.0.0.1 and ::ffff:127.0.0.1 are one peer on a dual-stack socket."""
     return host.lower().removeprefix("::ffff:"), int(port)
+
+
+def _address(value: object) -> Peer | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return peer_key(str(value[0]), value[1])
+    return None
 
 
 def _scan(local_port: int, wanted: set[Peer]) -> dict[Peer, int] | None:
