@@ -23,7 +23,6 @@ from granian.server.embed import Server
 from service.app import create_app
 from service.codes import CloseCode
 from service.control import serve_control
-from service.limits import memory_bound
 from service.registry import Registry
 from service.settings import Settings, SettingsError, load_settings
 
@@ -53,7 +52,6 @@ async def _announce_ready(settings: Settings) -> None:
             await asyncio.sleep(0.02)
             continue
         writer.close()
-        logger.info("%s", memory_bound(settings))
         logger.info("ready: serving on http://%s:%d", settings.host, settings.port)
         return
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from litestar.datastructures import State
 from service.check_page import check_page_route
 from service.diagnostics import configure_logging
 from service.endpoints import EchoEndpoint, HealthEndpoint, WsEndpoint, ping_config
+from service.limits import ensure_descriptors, memory_bound
 from service.messages import HealthResponse
 from service.metrics import MEDIA_TYPE, metrics_registry, render
 from service.registry import Registry
@@ -20,16 +22,22 @@ from service.session import Endpoint, Session
 from service.settings import Settings, load_settings
 from service.transport import Sockets
 
+_log = logging.getLogger("service")
+
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; with no argument, settings come from the environment (Granian's --factory)."""
     settings = settings or load_settings()
     configure_logging(settings.log_level)
+    # Before anything listens: a cap the descriptor limit cannot hold stops start-up here.
+    capacity = ensure_descriptors(settings)
+    _log.info("%s", capacity.describe(settings))
+    _log.info("%s", memory_bound(settings, capacity))
     registry = Registry()
     # One timer wheel for every connection; its tick bounds heartbeat lateness.
     scheduler = Scheduler(resolution=max(0.005, min(0.02, settings.ws_ping_interval / 40)))
     health_config = ping_config(settings)
-    sockets = Sockets(settings.port)
+    sockets = Sockets()
 
     def ws_route(endpoint: Endpoint) -> Any:
         registry.endpoint_totals(endpoint.path)  # its series exist (at 0) from the start
@@ -50,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         return Response(body, status_code=503 if draining else 200)
 
-    collectors = metrics_registry(registry, scheduler)
+    collectors = metrics_registry(registry, scheduler, capacity.max_connections)
 
     @get("/metrics", sync_to_thread=False, include_in_schema=False)
     def metrics() -> Response[bytes]:
@@ -66,8 +74,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ws_route(HealthEndpoint(settings)),
             ws_route(WsEndpoint()),
         ],
-        middleware=[handshake_middleware(settings, registry)],
-        state=State({"settings": settings, "registry": registry, "scheduler": scheduler}),
+        middleware=[handshake_middleware(settings, registry, capacity.max_connections)],
+        state=State({"settings": settings, "registry": registry, "scheduler": scheduler,
+                     "capacity": capacity}),
         openapi_config=None,
         logging_config=None,
         signature_namespace={

@@ -16,9 +16,10 @@ import base64
 import hashlib
 import re
 from importlib import resources
+from typing import Any
 
 import msgspec
-from litestar import MediaType, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 
 from service.codes import CloseCode
@@ -63,9 +64,9 @@ def content_security_policy(page: str) -> str:
     )
 
 
-def render(settings: Settings) -> str:
+def render(settings: Settings, public_base_url: str | None = None) -> str:
     data = PageData(
-        page_origin=origin_of(settings.public_base_url),
+        page_origin=origin_of(public_base_url or settings.public_base_url),
         allowed_origins=list(settings.allowed_origins),
         any_origin=settings.any_origin,
         auth_required=bool(settings.ws_auth_token),
@@ -79,18 +80,26 @@ def render(settings: Settings) -> str:
 
 
 def check_page_route(settings: Settings) -> HTTPRouteHandler:
-    """The route, with the page rendered once (settings do not change while the app runs)."""
-    page = render(settings)
-    body = page.encode()
-    headers = {
-        "Content-Security-Policy": content_security_policy(page),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-store",
-    }
+    """The route; the page is rendered once per public origin (once, unless PUBLIC_BASE_URL is
+    unset and the app is served on several ports)."""
+    pages: dict[str, tuple[bytes, dict[str, str]]] = {}
+
+    def page_for(public_base_url: str) -> tuple[bytes, dict[str, str]]:
+        if public_base_url not in pages:
+            page = render(settings, public_base_url)
+            pages[public_base_url] = page.encode(), {
+                "Content-Security-Policy": content_security_policy(page),
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-store",
+            }
+        return pages[public_base_url]
+
+    page_for(settings.public_base_url)
 
     @get(PATH, sync_to_thread=False, name="ws-check")
-    def ws_check() -> Response[bytes]:
+    def ws_check(request: Request[Any, Any, Any]) -> Response[bytes]:
+        body, headers = page_for(settings.public_base_url_for(request.scope.get("server")))
         return Response(body, media_type=MediaType.HTML, headers=headers)
 
     return ws_check

@@ -153,16 +153,28 @@ class HealthEndpoint:
 
     def __init__(self, settings: Settings) -> None:
         self._config = ping_config(settings, with_duration=True)
-        self._environment = Environment(
-            allowed_origins=list(settings.allowed_origins),
-            public_base_url=settings.public_base_url,
-            ws_public_url=settings.ws_public_url,
-        )
+        self._settings = settings
+        self._environments: dict[str, Environment] = {}
+
+    def _environment(self, server: object) -> Environment:
+        """What health_status says of the deployment; unset public URLs name the served port."""
+        settings = self._settings
+        base = settings.public_base_url_for(server)
+        environment = self._environments.get(base)
+        if environment is None:
+            ws_url = settings.ws_public_url
+            if base != settings.public_base_url and ws_url == f"ws://localhost:{settings.port}/ws":
+                ws_url = "ws" + base.removeprefix("http") + "/ws"
+            environment = self._environments[base] = Environment(
+                allowed_origins=list(settings.allowed_origins),
+                public_base_url=base, ws_public_url=ws_url,
+            )
+        return environment
 
     def greeting(self, session: Session) -> HealthStatus:
         return HealthStatus(
             status="connected", client_id=session.client_id, server_time=time.time(),
-            config=self._config, environment=self._environment,
+            config=self._config, environment=self._environment(session.socket.scope.get("server")),
         )
 
     def handle(self, session: Session, text: str) -> msgspec.Struct | None:

@@ -1,19 +1,100 @@
-"""What one connection and one process can hold, from the settings and Granian's fixed limits.
+"""What one connection and one process can hold: descriptors, memory, and the cap they set.
 
-Granian 2.8 reads each WebSocket message whole before the app sees it, with tungstenite's
-defaults that no option changes: up to 64 MiB per message, 16 MiB per frame (docs/design.md).
-``WS_MAX_MESSAGE_BYTES`` is applied to the finished message, so it bounds what the service
-keeps, not what a sender can make Granian buffer. The start-up log states the bound.
+Descriptors. Each WebSocket holds its socket, and a second descriptor while a server close
+lingers (``service.transport``: a shutdown lingers on every connection at once); connections
+still sending their request hold one each, up to ``HTTP_MAX_CONNECTIONS``. The service makes
+sure of its own limit at start-up (it does not count on the server raising it) and refuses
+handshakes with 503 past the cap that limit allows, so a full process answers instead of
+failing inside the server with EMFILE. The api role sets the unit's ``LimitNOFILE`` by the
+same rule (``descriptors_needed``; ``tests/test_infra.py`` holds the two together).
+
+Memory. Granian 2.8 reads each WebSocket message whole before the app sees it, with
+tungstenite's defaults that no option changes: up to 64 MiB per message, 16 MiB per frame
+(docs/design.md). ``WS_MAX_MESSAGE_BYTES`` is applied to the finished message, so it bounds
+what the service keeps, not what a sender can make Granian buffer. The process's enforced
+bound is its cgroup's ``memory.max`` (the api role's ``MemoryMax=``), stated at start-up.
 """
 
 from __future__ import annotations
 
-from service.settings import Settings
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.settings import Settings, SettingsError
 
 MIB = 1024 * 1024
 GRANIAN_MAX_MESSAGE_BYTES = 64 * MIB
 # Measured: an idle heartbeating WebSocket costs about 0.16 MiB of RSS (docs/benchmarks.md).
 IDLE_CONNECTION_BYTES = 0.16 * MIB
+
+FDS_PER_WEBSOCKET = 2
+"""Its socket, and the duplicate a lingering close holds until the client's close frame."""
+FD_RESERVE = 256
+"""The listener, epoll and event descriptors, the control socket, logs, a ``/proc`` scan."""
+_NO_LIMIT_CAP = 1 << 20
+"""What an unlimited (``RLIM_INFINITY``) hard limit is taken as: Linux's default fs.nr_open."""
+
+
+def descriptors_needed(max_connections: int, http_max_connections: int) -> int:
+    """THE RULE for open files: what ``max_connections`` WebSockets need at worst."""
+    return FDS_PER_WEBSOCKET * max_connections + http_max_connections + FD_RESERVE
+
+
+def connections_for(nofile: int, http_max_connections: int) -> int:
+    """The most WebSockets ``nofile`` open files hold by the rule (the inverse)."""
+    return max(0, (nofile - http_max_connections - FD_RESERVE) // FDS_PER_WEBSOCKET)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The WebSockets this process accepts, and the descriptor limit that allows them."""
+
+    max_connections: int
+    nofile: int
+    hard: int
+    configured: bool
+    """True: WS_MAX_CONNECTIONS set it; False: the descriptor limit did."""
+
+    def describe(self, settings: Settings) -> str:
+        source = (f"WS_MAX_CONNECTIONS={self.max_connections}" if self.configured
+                  else "WS_MAX_CONNECTIONS=0: what the open-files limit allows")
+        return (
+            f"capacity bound: {self.max_connections} WebSockets ({source}); open files "
+            f"{self.nofile} (hard limit {self.hard}; {FDS_PER_WEBSOCKET} per WebSocket + "
+            f"HTTP_MAX_CONNECTIONS={settings.http_max_connections} + {FD_RESERVE}); "
+            "past it handshakes get 503 with Retry-After"
+        )
+
+
+def ensure_descriptors(settings: Settings) -> Capacity:
+    """Raise the soft open-files limit to what the cap needs; refuse a cap it cannot hold."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = _NO_LIMIT_CAP if hard == resource.RLIM_INFINITY else hard
+    http = settings.http_max_connections
+    cap = settings.ws_max_connections
+    if cap:
+        want = descriptors_needed(cap, http)
+        if want > ceiling:
+            raise SettingsError(
+                f"WS_MAX_CONNECTIONS={cap} needs {want} open files ({FDS_PER_WEBSOCKET} per "
+                f"WebSocket + HTTP_MAX_CONNECTIONS={http} + {FD_RESERVE}) but the hard limit is "
+                f"{hard}: raise it (systemd LimitNOFILE=, ulimit -Hn) or lower "
+                f"WS_MAX_CONNECTIONS to {connections_for(ceiling, http)} or less"
+            )
+    else:
+        want = ceiling
+    nofile = max(soft if soft != resource.RLIM_INFINITY else ceiling, want)
+    if nofile != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    derived = connections_for(nofile, http)
+    if not cap and derived < 1:
+        raise SettingsError(
+            f"the open-files limit ({hard}) leaves no room for a WebSocket beside "
+            f"HTTP_MAX_CONNECTIONS={http} + {FD_RESERVE}: raise it or lower HTTP_MAX_CONNECTIONS"
+        )
+    return Capacity(max_connections=cap or derived, nofile=nofile, hard=hard,
+                    configured=bool(cap))
 
 
 def worst_case_per_connection() -> int:
@@ -21,19 +102,47 @@ def worst_case_per_connection() -> int:
     return GRANIAN_MAX_MESSAGE_BYTES + int(IDLE_CONNECTION_BYTES)
 
 
-def memory_bound(settings: Settings) -> str:
+def cgroup_memory_max(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The enforced memory bound of this process's cgroup, if any.
+
+    cgroup v2's ``memory.max``, else v1's ``memory.limit_in_bytes`` (systemd writes MemoryMax=
+    there on a legacy hierarchy; a page-rounded 2**63 means none).
+    """
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            where, name = root / path.lstrip("/"), "memory.max"
+        elif "memory" in controllers.split(","):
+            where, name = root / "memory" / path.lstrip("/"), "memory.limit_in_bytes"
+        else:
+            continue
+        try:
+            value = (where / name).read_text().strip()
+        except OSError:
+            continue
+        if value != "max" and int(value) < 1 << 62:
+            return int(value)
+    return None
+
+
+def memory_bound(settings: Settings, capacity: Capacity) -> str:
     per = worst_case_per_connection() / MIB
     head = (
         f"memory bound: one WebSocket may hold up to {per:.0f} MiB while a message arrives "
         f"(Granian's fixed 64 MiB message limit; WS_MAX_MESSAGE_BYTES="
         f"{settings.ws_max_message_bytes} applies once it has arrived), about "
-        f"{IDLE_CONNECTION_BYTES / MIB:.2f} MiB when idle"
+        f"{IDLE_CONNECTION_BYTES / MIB:.2f} MiB when idle: "
+        f"{capacity.max_connections * IDLE_CONNECTION_BYTES / MIB:.0f} MiB for "
+        f"{capacity.max_connections} idle WebSockets"
     )
-    cap = settings.ws_max_connections
-    if cap:
-        total = cap * worst_case_per_connection() / (1024 * MIB)
-        return f"{head}; WS_MAX_CONNECTIONS={cap}: at most {total:.1f} GiB in the worst case"
-    return (
-        f"{head}; WS_MAX_CONNECTIONS=0 (no cap): no process-wide bound, so cap what one client "
-        "address may open at the proxy (the nginx role's nginx_limit_conn_per_address)"
-    )
+    enforced = cgroup_memory_max()
+    if enforced is not None:
+        return (f"{head}; enforced: this process's cgroup memory.max is {enforced / MIB:.0f} MiB "
+                "(the kernel ends this process past it, not its neighbours)")
+    return (f"{head}; no cgroup memory bound: cap the process (systemd MemoryMax=, the api "
+            "role's api_memory_max) and what one client address may open at the proxy")

@@ -84,9 +84,10 @@ class Buckets:
 class ServiceCollector(Collector):
     """The service's own metrics, built from the registry and the scheduler at each scrape."""
 
-    def __init__(self, registry: Registry, scheduler: Scheduler) -> None:
+    def __init__(self, registry: Registry, scheduler: Scheduler, capacity: int) -> None:
         self.registry = registry
         self.scheduler = scheduler
+        self.capacity = capacity
 
     def collect(self) -> Iterable[Metric]:
         return list(self._families())
@@ -161,14 +162,20 @@ class ServiceCollector(Collector):
             "How long after its due time each heartbeat was handed to the sender",
             buckets=lateness.cumulative(), sum_value=lateness.sum,
         )
+        yield GaugeMetricFamily(
+            "ws_kit_capacity_connections",
+            "WebSockets this instance accepts before handshakes get 503 (service.limits)",
+            value=float(self.capacity))
         yield GaugeMetricFamily("ws_kit_draining", "1 while the instance drains (shutdown)",
                                 value=1.0 if registry.closing else 0.0)
 
 
-def metrics_registry(registry: Registry, scheduler: Scheduler) -> CollectorRegistry:
+def metrics_registry(
+    registry: Registry, scheduler: Scheduler, capacity: int,
+) -> CollectorRegistry:
     """A private registry (not prometheus_client's global one): this service and the process."""
     collectors = CollectorRegistry(auto_describe=False)
-    collectors.register(ServiceCollector(registry, scheduler))
+    collectors.register(ServiceCollector(registry, scheduler, capacity))
     ProcessCollector(registry=collectors)
     return collectors
 

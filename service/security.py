@@ -27,7 +27,7 @@ from litestar.types import (
 
 from service.diagnostics import log_event
 from service.metrics import REFUSAL_REASONS
-from service.origin import origin_of
+from service.origin import loopback_same_origin, origin_of
 from service.registry import Registry
 from service.settings import Settings
 
@@ -41,9 +41,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[ASGIApp], ASGIApp]:
+def handshake_middleware(
+    settings: Settings, registry: Registry, cap: int,
+) -> Callable[[ASGIApp], ASGIApp]:
+    """``cap``: the WebSockets this process accepts (``service.limits.Capacity``), never 0."""
     # The service's own public origin (PUBLIC_BASE_URL) is where /ws-check is served from:
     # accepted without being listed, so the check page works wherever the service is.
+    # Unset, PUBLIC_BASE_URL follows the port the server really serves (scope["server"]); and
+    # a page on a loopback name may always open WebSockets to the server that served it.
     allowed = frozenset(settings.allowed_origins) | {origin_of(settings.public_base_url)}
     token = settings.ws_auth_token.encode() if settings.ws_auth_token else None
 
@@ -53,7 +58,9 @@ def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[AS
         if origin is None:
             if settings.ws_require_origin:
                 return 403, "origin missing", "an Origin header is required\n"
-        elif not settings.any_origin and origin not in allowed:
+        elif (not settings.any_origin and origin not in allowed
+              and origin != origin_of(settings.public_base_url_for(scope.get("server")))
+              and not loopback_same_origin(origin, _header(scope, b"host"))):
             return 403, "origin not allowed", f"origin {origin!r} is not in ALLOWED_ORIGINS\n"
         if token is not None:
             scheme, _, given = (_header(scope, b"authorization") or "").partition(" ")
@@ -64,7 +71,6 @@ def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[AS
                 return 401, "bad or missing bearer token", "a valid bearer token is required\n"
         return None
 
-    cap = settings.ws_max_connections
     active = 0  # WebSocket scopes inside the app, handshakes included
 
     def middleware(app: ASGIApp) -> ASGIApp:
@@ -76,8 +82,8 @@ def handshake_middleware(settings: Settings, registry: Registry) -> Callable[[AS
             refusal = check(scope)
             if refusal is None and registry.closing:
                 refusal = 503, "draining", "server shutting down; retry on another backend\n"
-            if refusal is None and cap and active >= cap:
-                refusal = 503, "connection cap reached", f"WS_MAX_CONNECTIONS={cap} reached\n"
+            if refusal is None and active >= cap:
+                refusal = 503, "connection cap reached", f"capacity of {cap} WebSockets reached\n"
             if refusal is None:
                 active += 1
                 try:

@@ -42,7 +42,7 @@ from service.codes import CloseCode
 from service.diagnostics import log_event
 from service.messages import Heartbeat
 from service.policy import Beat, Close, Limits, Policy
-from service.transport import CloseAck, Sockets, linger, peer_key, shut_down
+from service.transport import CloseAck, Sockets, connection_pair, linger, shut_down
 
 if TYPE_CHECKING:
     from litestar import WebSocket
@@ -265,7 +265,8 @@ class Session:
         the close frame could not be delivered, ``close_ack`` (how the client answered) when
         it was.
         """
-        peer = peer_key(client.host, client.port) if client is not None else None
+        # The server's address from the scope, not PORT: a plain `granian --port` run too.
+        peer = connection_pair(self.socket.scope.get("server"), self.socket.scope.get("client"))
         budget = self.settings.ws_send_timeout
         if self.registry.closing:  # leave the shutdown time to release the socket
             budget = min(budget, self.settings.ws_shutdown_timeout / 2)

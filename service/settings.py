@@ -72,6 +72,17 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
             msgspec.structs.force_setattr(self, name, value)
 
     @property
+    def public_base_url_configured(self) -> bool:
+        """False when PUBLIC_BASE_URL is the default: then it follows the served port."""
+        return self.public_base_url != f"http://localhost:{self.port}"
+
+    def public_base_url_for(self, server: object) -> str:
+        """PUBLIC_BASE_URL as served: unset, it names the port of the ASGI scope's server."""
+        if self.public_base_url_configured or not (isinstance(server, tuple) and len(server) >= 2):
+            return self.public_base_url
+        return f"http://localhost:{int(server[1])}"
+
+    @property
     def any_origin(self) -> bool:
         return "*" in self.allowed_origins
 
@@ -89,7 +100,10 @@ ACCEPTS: dict[str, str] = {
     "WS_AUTH_TOKEN": "any string; empty turns bearer-token auth off",
     "WS_MAX_MESSAGE_BYTES": "an integer from 128 to 16777216",
     "WS_SEND_TIMEOUT": "seconds one send may block, a number >= 0.05 (default: WS_PING_TIMEOUT)",
-    "WS_MAX_CONNECTIONS": "an integer >= 0; 0 means no cap",
+    "WS_MAX_CONNECTIONS": (
+        "an integer >= 0: WebSockets this process accepts; 0 means as many as the open-files "
+        "limit holds (2 per WebSocket)"
+    ),
     "WS_RATE_LIMIT": "messages per second per connection, a number >= 0; 0 turns it off",
     "WS_RATE_BURST": "an integer >= 0; 0 means one second's worth of WS_RATE_LIMIT",
     "WS_SHUTDOWN_TIMEOUT": "seconds to wait for clients to close on shutdown, >= 0.05",

@@ -46,8 +46,26 @@ def _address(value: object) -> Peer | None:
     return None
 
 
-def _scan(local_port: int, wanted: set[Peer]) -> dict[Peer, int] | None:
-    """A duplicate descriptor of each wanted peer's TCP connection to ``local_port``.
+Pair = tuple[Peer, Peer]
+"""(local, remote) of one TCP connection; a local host of ``""`` matches any address."""
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def connection_pair(server: object, client: object) -> Pair | None:
+    """The pair to look for, from the ASGI scope's ``server`` and ``client``.
+
+    ``server`` is the address the server was told to bind (Granian passes ``0.0.0.0`` when
+    bound to every address, and ports as strings), so a wildcard matches any local address.
+    """
+    local, remote = _address(server), _address(client)
+    if local is None or remote is None:
+        return None
+    return ("" if local[0] in _WILDCARDS else local[0], local[1]), remote
+
+
+def _scan(wanted: set[Pair]) -> dict[Pair, int] | None:
+    """A duplicate descriptor of each wanted connection.
 
     Matching both ends is exact: a live TCP connection is the only one with that pair, so a
     descriptor reused meanwhile cannot be mistaken for it. Costs one ``dup`` per descriptor of
@@ -60,7 +78,9 @@ def _scan(local_port: int, wanted: set[Peer]) -> dict[Peer, int] | None:
         return None
     except OSError:
         return {}
-    found: dict[Peer, int] = {}
+    exact = {(local, remote): (local, remote) for local, remote in wanted}
+    anywhere = {(local[1], remote): (local, remote) for local, remote in wanted if not local[0]}
+    found: dict[Pair, int] = {}
     for name in names:
         if len(found) == len(wanted):
             break
@@ -84,10 +104,12 @@ def _scan(local_port: int, wanted: set[Peer]) -> dict[Peer, int] | None:
                 remote = _address(sock.getpeername())
             except OSError:
                 continue  # a listener or an unconnected socket
+            if local is None or remote is None:
+                continue
+            pair = exact.get((local, remote)) or anywhere.get((local[1], remote))
             # Not found twice: a number listed may by now be this scan's own duplicate.
-            if (local is not None and local[1] == local_port and remote in wanted
-                    and remote not in found):
-                found[remote] = sock.detach()
+            if pair is not None and pair not in found:
+                found[pair] = sock.detach()
                 keep = True
         finally:
             if not keep:
@@ -96,27 +118,26 @@ def _scan(local_port: int, wanted: set[Peer]) -> dict[Peer, int] | None:
 
 
 class Sockets:
-    """Finds the descriptors of this process's connections to one port.
+    """Finds the descriptors of this process's connections.
 
     Requests made while a scan runs wait for the next one, which serves them all: a shutdown
     closing ten thousand connections costs two scans, not ten thousand.
     """
 
-    def __init__(self, local_port: int) -> None:
-        self.local_port = local_port
+    def __init__(self) -> None:
         self.supported = True
-        self._pending: dict[Peer, list[asyncio.Future[socket.socket | None]]] = {}
+        self._pending: dict[Pair, list[asyncio.Future[socket.socket | None]]] = {}
         self._scanner: asyncio.Task[None] | None = None
 
-    async def hold(self, peer: Peer) -> socket.socket | None:
-        """A duplicate of the descriptor of ``peer``'s connection; None when it is gone.
+    async def hold(self, pair: Pair) -> socket.socket | None:
+        """A duplicate of the descriptor of that connection; None when it is gone.
 
         The caller closes it. While it is open the connection outlives Granian's own close.
         """
         if not self.supported:
             return None
         future: asyncio.Future[socket.socket | None] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(peer, []).append(future)
+        self._pending.setdefault(pair, []).append(future)
         if self._scanner is None:
             self._scanner = asyncio.create_task(self._scan_while_asked())
         return await future
@@ -125,9 +146,9 @@ class Sockets:
         try:
             while self._pending:
                 batch, self._pending = self._pending, {}
-                found: dict[Peer, int] | None = {}
+                found: dict[Pair, int] | None = {}
                 try:
-                    found = await asyncio.to_thread(_scan, self.local_port, set(batch))
+                    found = await asyncio.to_thread(_scan, set(batch))
                 except Exception:  # found nothing: the safe answer
                     _log.warning("finding connection descriptors failed", exc_info=True)
                 finally:  # every asker gets an answer, even when this task is cancelled
@@ -138,10 +159,10 @@ class Sockets:
             self._scanner = None
 
     @staticmethod
-    def _answer(batch: dict[Peer, list[asyncio.Future[socket.socket | None]]],
-                found: dict[Peer, int]) -> None:
-        for peer, futures in batch.items():
-            fd = found.pop(peer, None)
+    def _answer(batch: dict[Pair, list[asyncio.Future[socket.socket | None]]],
+                found: dict[Pair, int]) -> None:
+        for pair, futures in batch.items():
+            fd = found.pop(pair, None)
             for future in futures:
                 if future.done():  # the asker gave up (cancelled, timed out)
                     continue

@@ -99,9 +99,11 @@ def test_data_cannot_end_the_data_block() -> None:
     assert page.count("</script>") == 2  # the data block's and the page script's
 
 
-async def _status(url: str, origin: str | None) -> int:
+async def _status(url: str, origin: str | None, host: str | None = None) -> int:
+    headers = {"Host": host} if host else None
     try:
-        async with connect(url, origin=origin, proxy=None, open_timeout=5):  # type: ignore[arg-type]
+        async with connect(url, origin=origin, proxy=None, open_timeout=5,  # type: ignore[arg-type]
+                           additional_headers=headers):
             return 101
     except InvalidStatus as exc:
         return exc.response.status_code
@@ -125,11 +127,22 @@ def test_own_public_origin_is_accepted_without_being_listed(start_service: Start
 
 
 def test_default_public_origin_is_the_services_own_port(start_service: StartService) -> None:
+    """Unset PUBLIC_BASE_URL names the served port; a loopback page of this very server (its
+    Origin is the Host it asked) is accepted too, and nothing that only claims to be."""
     service = start_service()
     url = f"{service.ws}/ws"
-    assert asyncio.run(_status(url, f"http://localhost:{service.port}")) == 101
-    assert asyncio.run(_status(url, f"http://127.0.0.1:{service.port}")) == 403
-    assert asyncio.run(_status(url, "http://localhost:1")) == 403
+    own = f"127.0.0.1:{service.port}"
+    cases: dict[tuple[str, str | None], int] = {
+        (f"http://localhost:{service.port}", None): 101,
+        (f"http://{own}", None): 101,  # the page opened as http://127.0.0.1:PORT/ws-check
+        (f"http://localhost:{service.port}", f"localhost:{service.port}"): 101,
+        ("http://localhost:1", None): 403,  # another port of this machine
+        (f"http://127.0.0.2:{service.port}", None): 403,  # another loopback address
+        # DNS rebinding: a foreign name resolved to 127.0.0.1 is not a loopback name
+        (f"http://evil.example:{service.port}", f"evil.example:{service.port}"): 403,
+    }
+    for (origin, host), status in cases.items():
+        assert asyncio.run(_status(url, origin, host)) == status, (origin, host)
 
 
 def _luminance(color: str) -> float:
