@@ -57,8 +57,10 @@ class Outcome:
 class RawWebSocket:
     """One connection to ws://127.0.0.1:port/path, driven frame by frame."""
 
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 5.0, source: str | None = None) -> None:
+        """``source``: the loopback address to connect from (127.0.0.2, ...: another client)."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buffer = b""
 
     def close(self) -> None:
@@ -147,3 +149,17 @@ class RawWebSocket:
                 if message.get("type") in skip:
                     continue
                 return Outcome("reply", message=message)
+
+
+def flood_until_blocked(ws: RawWebSocket) -> None:
+    """Send echo requests without reading until both directions are full."""
+    frame = encode_frame(TEXT, json.dumps({"type": "bulk", "data": "x" * 60_000}).encode())
+    ws.sock.settimeout(0.5)
+    for _ in range(400):  # bounded: 24 MB at most
+        try:
+            ws.sock.sendall(frame)
+        except TimeoutError:
+            return
+        except (ConnectionResetError, BrokenPipeError):
+            return  # blocked, and already dropped by the server
+    raise AssertionError("the server kept reading without blocking")

@@ -12,8 +12,11 @@ import asyncio
 import json
 import re
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from service.check_page import PATH, content_security_policy, render
 from service.settings import load_settings
@@ -30,7 +33,9 @@ from testkit.browser import (
     tls_context,
 )
 from testkit.nginx import Nginx, NginxProxy
-from testkit.ports import free_port
+from testkit.paths import VENV_BIN
+from testkit.ports import free_port, wait_for_port
+from testkit.rawws import RawWebSocket, flood_until_blocked
 from testkit.service import ServiceProcess, StartService
 
 BLOCKED = ("SecurityError: Failed to construct 'WebSocket': An insecure WebSocket connection "
@@ -275,6 +280,35 @@ def test_check_page_direct_passes_every_check_from_its_own_origin(
     held = [c for c in closes if c["endpoint"] in ("/ws/health", "/ws")]
     assert len(held) == 2, closes
     assert all(c["pongs_received"] >= 3 for c in held), closes
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_readmes_plain_granian_command_is_the_service(
+        start_service: StartService, tmp_path: Path, host: str) -> None:
+    """README's ``granian --interface asgi --factory service.app:create_app``, word for word
+    (its port from GRANIAN_PORT, as Granian reads it; PORT says another): the service learns
+    where it serves from Granian, so /ws-check passes from its own origin, either loopback name,
+    and a slow reader's socket is shut down (the descriptor lookup finds it)."""
+    port = free_port()
+    service = start_service(
+        argv=[str(VENV_BIN / "granian"), "--interface", "asgi", "--factory",
+              "service.app:create_app"],
+        GRANIAN_PORT=str(port), WS_SEND_TIMEOUT="0.5", ready=None)
+    assert service.port != port
+    wait_for_port(port)
+    origin = f"http://{host}:{port}"
+    report, console = _check_page(f"{origin}{PATH}{QUERY}", tmp_path / "profile")
+    _assert_all_pass(report, console, f"ws://{host}:{port}")
+    assert report["origin"] == origin
+
+    ws = RawWebSocket(port)
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    assert ws.handshake("/ws") == 101
+    start = len(service.lines)
+    flood_until_blocked(ws)
+    line = service.wait_for_line(r"peer not reading", timeout=10, start=start)
+    assert '"tcp":"shut_down"' in line, line
+    ws.close()
 
 
 def test_check_page_through_the_nginx_roles_site_passes_every_check(

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from testkit.figures import report
 from testkit.nginx import NginxProxy
+from testkit.paths import REPO
 from testkit.procfs import socket_count, wait_until
-from testkit.rawws import CLOSE, TEXT, RawWebSocket, encode_frame
+from testkit.rawws import CLOSE, TEXT, RawWebSocket, encode_frame, flood_until_blocked
 from testkit.service import ServiceProcess, StartService
 
 
@@ -29,20 +31,6 @@ def _server_peers(service: ServiceProcess) -> set[int]:
         for c in psutil.Process(service.proc.pid).net_connections("tcp")
         if c.raddr and c.status == psutil.CONN_ESTABLISHED
     }
-
-
-def _flood_until_blocked(ws: RawWebSocket) -> None:
-    """Send echo requests without reading until both directions are full."""
-    frame = encode_frame(TEXT, json.dumps({"type": "bulk", "data": "x" * 60_000}).encode())
-    ws.sock.settimeout(0.5)
-    for _ in range(400):  # bounded: 24 MB at most
-        try:
-            ws.sock.sendall(frame)
-        except TimeoutError:
-            return
-        except (ConnectionResetError, BrokenPipeError):
-            return  # blocked, and already dropped by the server
-    raise AssertionError("the server kept reading without blocking")
 
 
 def test_dropped_slow_readers_lose_their_sockets_and_descriptors(
@@ -62,7 +50,7 @@ def test_dropped_slow_readers_lose_their_sockets_and_descriptors(
     assert ports <= _server_peers(service)
     start = len(service.lines)
     for ws in flooders:
-        _flood_until_blocked(ws)
+        flood_until_blocked(ws)
     blocked_at = time.monotonic()
     seen = start
     for _ in flooders:  # each drop's own line, not the first one five times
@@ -200,33 +188,55 @@ def test_header_timeout_reaps_silent_sockets_beyond_the_connection_pool(
 def test_role_limits_cap_what_one_address_can_hold_and_open(
     start_service: StartService, tmp_path: Path
 ) -> None:
-    """Through the nginx role's site with its defaults: one address holds at most 32
-    connections (so at most 32 x 64 MiB of Granian's message buffers, docs/reliability.md)
-    and opens WebSockets at 10/s with a burst of 40; past either, 429."""
+    """Through the nginx role's site with its defaults (read from the role): one address opens
+    burst + 1 WebSockets at once, then ``rate`` a second, and holds at most ``limit_conn``;
+    past either it gets 429 (nginx's log names the limit), and another address is untouched."""
+    defaults = yaml.safe_load((REPO / "infra/roles/nginx/defaults/main.yml").read_text())
+    limit = int(defaults["nginx_limit_conn_per_address"])
+    rate = int(defaults["nginx_limit_handshake_rate"])
+    burst = int(defaults["nginx_limit_handshake_burst"])
     service = start_service()
     proxy = NginxProxy(tmp_path / "nginx", service.port, read_timeout=60, interval=30,
                        timeout=10, per_address_limits=True).start()
     try:
+        # 1. A reconnect wave from one address, as fast as it can: the burst, then 429.
+        statuses = []
+        for _ in range(burst + 40):
+            with RawWebSocket(proxy.port, source="127.0.0.3") as ws:
+                statuses.append(ws.handshake("/ws"))
+        assert set(statuses) <= {101, 429}, statuses
+        assert 429 in statuses, statuses
+        assert statuses.index(429) >= burst + 1, statuses
+        proxy.wait_log(r"limiting requests", 5)
+        # 2. One address holding connections: up to the limit, opened at the allowed rate.
         held: list[RawWebSocket] = []
         try:
-            for _ in range(32):
-                ws = RawWebSocket(proxy.port)
-                held.append(ws)
-                assert ws.handshake("/ws") == 101
-            with RawWebSocket(proxy.port) as extra:
+            for _ in range(limit * 3):  # bounded: the rate refuses some on the way
+                if len(held) == limit:
+                    break
+                ws = RawWebSocket(proxy.port, source="127.0.0.4")
+                status = ws.handshake("/ws")
+                if status == 101:
+                    held.append(ws)
+                    continue
+                ws.close()
+                assert status == 429, status
+                time.sleep(1 / rate)  # the client's pace, as a rate-limited client backs off
+            assert len(held) == limit
+            assert proxy.nginx is not None
+            mark = proxy.nginx.log.stat().st_size
+            time.sleep(2 / rate)  # a token for the next handshake: only limit_conn can refuse it
+            with RawWebSocket(proxy.port, source="127.0.0.4") as extra:
                 assert extra.handshake("/ws") == 429
+            proxy.wait_log(r"limiting connections by zone", 5, after=mark)
+            # 3. Another address is untouched.
+            with RawWebSocket(proxy.port, source="127.0.0.5") as other:
+                assert other.handshake("/ws") == 101
         finally:
             for ws in held:
                 ws.close()
-        # The 33 handshakes above were within the burst; spend the rest of it, then over.
-        statuses = []
-        for _ in range(60):
-            with RawWebSocket(proxy.port) as ws:
-                statuses.append(ws.handshake("/ws"))
-        report("per_address_limits", held=32, next_handshake=429,
-               quick_handshakes=len(statuses), refused_429=statuses.count(429))
-        assert statuses.count(429) > 0, statuses
-        assert set(statuses) <= {101, 429}, statuses
+        report("per_address_limits", held=limit, next_handshake=429, burst=burst,
+               first_refused_at=statuses.index(429) + 1)
         assert json.loads(_get(service, "/health"))["status"] == "ok"
     finally:
         proxy.stop()

@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from service.limits import connections_for, descriptors_needed
+from service.settings import load_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BASE_IMAGE = "localhost/ws-kit-base:bookworm-v1"
@@ -106,6 +109,55 @@ def test_ping_interval_alone_changes_env_file_and_nginx_timeout(tmp_path: Path) 
     ], diff
 
 
+def _directive(text: str, name: str) -> int:
+    found = re.findall(rf"(?m)^\s*{name}[= ]\"?(\d+)", text)
+    assert len(found) == 1, (name, found)
+    return int(found[0])
+
+
+@pytest.mark.timeout(300)
+def test_capacity_is_one_number_and_every_limit_follows_the_services_rule(tmp_path: Path) -> None:
+    base, doubled = tmp_path / "base", tmp_path / "doubled"
+    proc = _render(base)
+    assert proc.returncode == 0, _tail(proc)
+    proc = _render(doubled, "-e", '{"api_max_connections": 12000}')
+    assert proc.returncode == 0, _tail(proc)
+    for out, per_host in ((base, 6000), (doubled, 12000)):
+        # Two instances per render host: each takes half, and its unit's LimitNOFILE is what the
+        # service itself computes for that share (service/limits.py, the same rule).
+        share = per_host // 2
+        for host in ("render-api1", "render-api2"):
+            env = (out / f"{host}.env").read_text()
+            assert _directive(env, "WS_MAX_CONNECTIONS") == share
+            http = _directive(env, "HTTP_MAX_CONNECTIONS")
+            unit = (out / f"{host}.service").read_text()
+            assert _directive(unit, "LimitNOFILE") == descriptors_needed(share, http)
+            settings = load_settings({"WS_MAX_CONNECTIONS": str(share),
+                                      "HTTP_MAX_CONNECTIONS": str(http)})
+            assert connections_for(_directive(unit, "LimitNOFILE"), http) == share
+            assert settings.ws_max_connections == share
+        # nginx: two connections per proxied WebSocket of both hosts, over the workers.
+        main = (out / "nginx-main.conf").read_text()
+        workers = _directive(main, "worker_processes")
+        per_worker = _directive(main, "worker_connections")
+        assert per_worker * workers >= 2 * 2 * per_host * 1.25
+        assert _directive(main, "worker_rlimit_nofile") == per_worker + 256
+        assert "worker_shutdown_timeout" not in re.sub(r"(?m)^\s*#.*$", "", main)
+        site = (out / "nginx.conf").read_text()
+        assert re.search(r"(?m)^\s*listen \d+ reuseport;", site), site
+
+
+@pytest.mark.timeout(300)
+def test_preflight_refuses_a_capacity_the_host_cannot_hold(tmp_path: Path) -> None:
+    # 500,000,000 WebSockets per instance: 2 x that open files, past any fs.nr_open (<= 2**30).
+    proc = _render(tmp_path, "-e", '{"api_max_connections": 1000000000}')
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, _tail(proc)
+    assert "api host render-api1 cannot hold api_max_connections=1000000000" in output, _tail(proc)
+    assert "LimitNOFILE=1000001280" in output, _tail(proc)
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     ("extra", "message"),
@@ -114,6 +166,9 @@ def test_ping_interval_alone_changes_env_file_and_nginx_timeout(tmp_path: Path) 
         ('{"ws_ping_timeout": 30}', "ws_ping_timeout"),
         ('{"ws_ping_interval": "abc"}', "ws_ping_interval"),
         ('{"ws_allowed_origins": ["example.com"]}', "ws_allowed_origins"),
+        ('{"nginx_trusted_proxies": ["lb.internal"]}', "nginx_trusted_proxies must be a list"),
+        ('{"nginx_proxy_protocol": true}', "nginx_proxy_protocol needs nginx_trusted_proxies"),
+        ('{"api_max_connections": "lots"}', "api_max_connections must be a whole number >= 1"),
     ],
 )
 def test_bad_variable_fails_the_assert_before_any_change(
@@ -279,7 +334,7 @@ def test_deploy_stops_in_preflight_on_a_diverging_api_host(tmp_path: Path) -> No
     ), _tail(proc)
     plays = re.findall(r"^PLAY \[(.+?)\]", output, re.MULTILINE)
     assert plays == [
-        "Preflight - learn the api hosts' cores (api_instances defaults to their vCPU count)",
+        "Preflight - learn the hosts' cores and memory",
         "Preflight - check the shared and role variables",
     ], plays
     assert set(_changed_counts(output)) == {0}, _tail(proc)

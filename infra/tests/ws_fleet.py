@@ -3,7 +3,8 @@
 
   ws_fleet.py URL --clients 200 --origin ORIGIN --status-file PATH --report PATH
               --stop-file PATH [--max-seconds 600] [--jitter 1.0] [--max-backoff 5]
-              [--batch 50] [--open-timeout 10]
+              [--batch 50] [--open-timeout 10] [--source-addresses N]
+              [--first-source 127.0.0.2]
 
 Keeps ``--clients`` connections to URL (a ``/ws/health`` or ``/ws/echo`` URL, through nginx in
 real use) and records what they see while backends restart behind it. Each client connects
@@ -16,7 +17,9 @@ are recorded and retried with exponential full-jitter back-off: after n failures
 ``uniform(0, min(--max-backoff, jitter * 2**n))``, ``--max-backoff`` 5 s by default. The
 **gap** of a close is the time from the close to the client's next greeting. The first
 clients are opened ``--batch`` at a time (each batch's attempts finish before the next
-starts), not all at once.
+starts), not all at once. ``--source-addresses N`` spreads the clients round-robin over N
+loopback source addresses from ``--first-source`` (127.0.0.2) on: client i binds the (i mod
+N)-th; to nginx they are N distinct client addresses (0, the default: the kernel's choice).
 
 ``--status-file`` is rewritten atomically (temp file + rename) when the figures change, at most
 every 0.2 s: ``{"connected": n, "clients": N, "closes": k, "handshake_failures": m}`` - so a
@@ -50,6 +53,7 @@ import json
 import math
 import os
 import random
+import resource
 import signal
 import sys
 import tempfile
@@ -68,6 +72,7 @@ MAX_BACKOFF = 5.0
 STATUS_EVERY = 0.2
 STOP_POLL = 0.2
 FIRST_CLOSES = 50
+MAX_SOURCE_ADDRESSES = 250
 GREETINGS = {"/ws/health": "health_status", "/ws/echo": "welcome"}
 
 
@@ -121,6 +126,8 @@ class Fleet:
     jitter: float
     open_timeout: float = 10.0
     max_backoff: float = MAX_BACKOFF
+    source_addresses: int = 0
+    first_source: str = "127.0.0.2"
     started: float = field(default_factory=time.monotonic)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -245,13 +252,22 @@ async def _pause(fleet: Fleet, seconds: float) -> None:
         await asyncio.wait_for(fleet.stop.wait(), seconds)
 
 
+def source_address(client: int, addresses: int, first: str = "127.0.0.2") -> str | None:
+    """The loopback address client ``client`` binds: ``first``, the next, ... (None: any)."""
+    if addresses < 1:
+        return None
+    return str(ipaddress.IPv4Address(first) + client % addresses)
+
+
 async def _open(fleet: Fleet, client: int) -> ClientConnection | None:
     """One handshake and greeting; None (recorded) when it failed."""
+    source = source_address(client, fleet.source_addresses, fleet.first_source)
+    bind: dict[str, Any] = {"local_addr": (source, 0)} if source else {}
     try:
         ws = await connect(
             fleet.url, origin=Origin(fleet.origin) if fleet.origin else None,
             open_timeout=fleet.open_timeout, close_timeout=2, ping_interval=None,
-            proxy=None, user_agent_header="ws_fleet",
+            proxy=None, user_agent_header="ws_fleet", **bind,
         )
     except Exception as exc:  # every failed handshake is a figure, never a crash
         fleet.failed(_failure_kind(exc))
@@ -413,6 +429,23 @@ def _count(text: str) -> int:
     return value
 
 
+def _addresses(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_SOURCE_ADDRESSES:
+        raise argparse.ArgumentTypeError(f"must be 0-{MAX_SOURCE_ADDRESSES}, got {text}")
+    return value
+
+
+def _first_source(text: str) -> str:
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text}") from None
+    if not address.is_loopback:
+        raise argparse.ArgumentTypeError(f"not a loopback address (127.0.0.0/8): {text}")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ws_fleet.py",
@@ -435,6 +468,11 @@ def parser() -> argparse.ArgumentParser:
                    help="open the first clients this many at a time (default 50)")
     p.add_argument("--open-timeout", type=_positive, default=10.0,
                    help="handshake and greeting timeout (default 10)")
+    p.add_argument("--source-addresses", type=_addresses, default=0,
+                   help="spread the clients over this many loopback source addresses "
+                        "(default 0: the kernel's choice)")
+    p.add_argument("--first-source", type=_first_source, default="127.0.0.2",
+                   help="the first source address (default 127.0.0.2)")
     return p
 
 
@@ -446,10 +484,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ws_fleet: error: {exc}", file=sys.stderr)
         return 2
 
+    # One descriptor per client: the soft limit (often 1024) up to the hard one.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(OSError, ValueError):  # an unlimited hard limit: keep soft
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
     async def go() -> dict[str, Any]:
         fleet = Fleet(url=url, clients=args.clients, origin=args.origin, jitter=args.jitter,
-                      open_timeout=args.open_timeout, max_backoff=args.max_backoff)
-        print(f"ws_fleet: {fleet.clients} client(s) on {url}", flush=True)
+                      open_timeout=args.open_timeout, max_backoff=args.max_backoff,
+                      source_addresses=args.source_addresses, first_source=args.first_source)
+        print(f"ws_fleet: {fleet.clients} client(s) on {url} from "
+              f"{fleet.source_addresses or 'any'} source address(es)", flush=True)
         return await run_fleet(fleet, args.status_file, args.stop_file, args.max_seconds,
                                args.batch)
 
