@@ -1,6 +1,9 @@
 """Soak run: ``python -m bench.soak --connections 10000 --duration 600`` (``scripts/soak.sh``).
 
-Starts ws-service and nginx (from the deployment's role template) on free 127.0.0.1 ports,
+Starts ``--instances`` ws-service processes (2, as the api role runs on a 2-vCPU host: one
+process holds what its open-files limit allows by ``service.limits``' rule, 9,360 WebSockets
+under this machine's 20,000) and nginx (from the deployment's role template) on free 127.0.0.1
+ports, balancing over them;
 holds N /ws/health connections through nginx for ``--duration`` seconds with heartbeats every
 ``--interval`` and nginx's proxy_read_timeout derived from it, then runs ``--churn``
 connect/close cycles, and prints the figures the CI-sized tests print: connections, drops by
@@ -44,26 +47,37 @@ def soak(args: argparse.Namespace) -> int:
     if limit < args.connections + 500:
         _log(f"RLIMIT_NOFILE hard limit {limit} is too low for {args.connections} connections")
         return 2
-    port = free_port()
-    service = ServiceProcess(
+    ports = [free_port() for _ in range(args.instances)]
+    services = [ServiceProcess(
         [str(VENV_BIN / "ws-service")],
         service_env(PORT=str(port), WS_PING_INTERVAL=str(args.interval),
                     WS_PING_TIMEOUT=str(args.timeout), LOG_LEVEL="info"),
         port,
-    )
+    ) for port in ports]
     folder = Path(tempfile.mkdtemp(prefix="ws-soak-"))
     # Two workers: each holds about N client + N upstream sockets / 2 within RLIMIT_NOFILE.
     # The proxy timeout is the deployment's rule (with --margin as its margin, if given).
-    proxy = NginxProxy(folder / "nginx", port, 0, args.interval, args.timeout,
+    proxy = NginxProxy(folder / "nginx", ports, 0, args.interval, args.timeout,
                        workers=2, connections=2 * args.connections + 512, margin=args.margin)
     try:
-        service.wait_for_line("ready: serving on", 30)
-        pid = service.proc.pid
+        for service in services:
+            service.wait_for_line("ready: serving on", 30)
+        pids = [service.proc.pid for service in services]
+        capacities = [service.wait_for_line("capacity bound:", 5).split("capacity bound: ", 1)[1]
+                      .split(" WebSockets")[0] for service in services]
         proxy.start()
         read_timeout = proxy.read_timeout
-        _log(f"service pid {pid} on 127.0.0.1:{port} (RLIMIT_NOFILE {nofile_limit(pid)}), "
-             f"nginx ({proxy.source}) on {proxy.url}, proxy_read_timeout {read_timeout}s")
-        fds_before, rss_before = fd_count(pid), rss_bytes(pid)
+        _log(f"{len(pids)} service(s), pids {pids} on 127.0.0.1:{ports} (RLIMIT_NOFILE "
+             f"{[nofile_limit(pid) for pid in pids]}, capacity {capacities}), nginx "
+             f"({proxy.source}) on {proxy.url}, proxy_read_timeout {read_timeout}s")
+
+        def fd_count_all() -> int:
+            return sum(fd_count(pid) for pid in pids)
+
+        def rss_all() -> int:
+            return sum(rss_bytes(pid) for pid in pids)
+
+        fds_before, rss_before = fd_count_all(), rss_all()
         stats = LoadStats(args.interval)
         rss: list[int] = []
         started = time.monotonic()
@@ -71,14 +85,14 @@ def soak(args: argparse.Namespace) -> int:
         last_print = [0.0]
 
         def sample() -> None:
-            rss.append(rss_bytes(pid))
+            rss.append(rss_all())
             now = time.monotonic()
             if now - last_print[0] >= args.report_every:
                 last_print[0] = now
                 _log(f"held {now - (opened_at[0] if opened_at else now):.0f}s: "
                      f"{stats.opened} open, {stats.heartbeats} heartbeats, "
                      f"drops {dict(stats.drops)}, service RSS {mib(rss[-1])} MiB, "
-                     f"fds {fd_count(pid)}")
+                     f"fds {fd_count_all()}")
 
         def held() -> None:
             opened_at.append(time.monotonic())
@@ -90,12 +104,13 @@ def soak(args: argparse.Namespace) -> int:
                   pong_every=args.pong_every, on_held=held, samples=sample,
                   sample_every=args.interval),
             args.duration + 600))
-        wait_until(lambda: fd_count(pid) <= fds_before, 30)
-        fds_after_load, rss_after_load = fd_count(pid), rss_bytes(pid)
+        wait_until(lambda: fd_count_all() <= fds_before, 30)
+        fds_after_load, rss_after_load = fd_count_all(), rss_all()
         steady = rss[2:] or rss
         figures: dict[str, Any] = {
             **stats.summary(), "duration_s": args.duration, "interval_s": args.interval,
             "timeout_s": args.timeout, "proxy_read_timeout_s": read_timeout,
+            "instances": len(pids), "capacity_per_instance": capacities,
             "nginx_config": proxy.source,
             "open_s": round(opened_at[0] - started, 1) if opened_at else None,
             "rss_before_mib": mib(rss_before), "rss_steady_first_mib": mib(steady[0]),
@@ -108,12 +123,13 @@ def soak(args: argparse.Namespace) -> int:
               and fds_after_load <= fds_before
               and steady[-1] - steady[0] < RSS_TOLERANCE)
         if args.churn:
-            ok = _churn_phase(port, pid, args.churn) and ok
+            ok = _churn_phase(ports[0], pids[0], args.churn) and ok
         print(json.dumps({"ok": ok, **figures}, indent=2), flush=True)
         return 0 if ok else 1
     finally:
         proxy.stop()
-        service.stop()
+        for service in services:
+            service.stop()
 
 
 def _churn_phase(port: int, pid: int, cycles: int) -> bool:
@@ -137,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.soak", description="hold N connections through nginx, then churn")
     p = parser
     p.add_argument("--connections", type=int, default=10_000)
+    p.add_argument("--instances", type=int, default=2,
+                   help="ws-service processes behind nginx (the api role: one per vCPU)")
     p.add_argument("--duration", type=float, default=600.0, help="seconds to hold them")
     p.add_argument("--interval", type=float, default=5.0, help="WS_PING_INTERVAL")
     p.add_argument("--timeout", type=float, default=2.0, help="WS_PING_TIMEOUT")
@@ -149,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.connections < 1 or args.duration <= 0 or args.duration > 24 * 3600:
         parser.error("--connections >= 1 and 0 < --duration <= 86400")
+    if not 1 <= args.instances <= 16:
+        parser.error("--instances 1-16")
     return soak(args)
 
 

@@ -48,8 +48,11 @@ HOLD_TIMEOUT = 20.0
 PAYLOAD_TYPE = "browser_check"
 
 # Chromium may resolve loopback names only: every other name (its own background services
-# included) fails at once, so nothing but 127.0.0.1 is ever contacted.
-RESOLVER_RULES = "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE *.localhost, EXCLUDE 127.0.0.1"
+# included) fails at once, so nothing but 127.0.0.1 is ever contacted. FOREIGN_HOST is a
+# name that is not loopback to the service (it must check the Origin) yet reaches 127.0.0.1.
+FOREIGN_HOST = "app.ws-kit.test"
+RESOLVER_RULES = (f"MAP {FOREIGN_HOST} 127.0.0.1, MAP * ~NOTFOUND, "
+                  "EXCLUDE localhost, EXCLUDE *.localhost, EXCLUDE 127.0.0.1")
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>ws browser check</title></head>

@@ -62,6 +62,8 @@ class RawWebSocket:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
         self.buffer = b""
+        self.head = ""
+        """The status line and headers of the last answer to a handshake."""
 
     def close(self) -> None:
         self.sock.close()
@@ -92,6 +94,7 @@ class RawWebSocket:
                 return 0
             self.buffer += data
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        self.head = head.decode("latin-1")
         status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = status_line.split()
         return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0

@@ -59,6 +59,8 @@ class Site:
     """Also listen with TLS here, the certificate and key from ``tls_dir`` (the role's
     ``ws-kit.crt`` and ``ws-kit.key``, as its TLS tasks install them)."""
     tls_dir: str | None = None
+    role_vars: str = "{}"
+    """More of the role's variables for the nginx host, as JSON (hashable: sites are cached)."""
 
     def shared(self) -> dict[str, Any]:
         """The deployment's shared ws_* values: every host of the site gets them, as a
@@ -89,6 +91,7 @@ class Site:
                              nginx_tls_certificate_key_src=f"{self.tls_dir}/ws-kit.key")
         if not self.per_address_limits:
             variables.update(nginx_limit_conn_per_address=0, nginx_limit_handshake_rate=0)
+        variables.update(json.loads(self.role_vars))
         return variables
 
 

@@ -25,6 +25,7 @@ from smoke.model import Report
 from smoke.runner import run_checks
 from smoke.target import Options, parse_target
 from testkit.browser import (
+    FOREIGN_HOST,
     PAYLOAD_TYPE,
     BrowserRun,
     Chromium,
@@ -362,11 +363,11 @@ def test_check_page_over_https_with_a_ws_url_to_another_host_diagnoses_mixed_con
 
 def test_check_page_on_a_foreign_origin_diagnoses_the_origin(
         start_service: StartService, tmp_path: Path) -> None:
-    """The page loaded under another name than PUBLIC_BASE_URL (127.0.0.1 instead of
-    localhost): the service refuses the handshakes with 403, which the browser hides; the
-    page names the cause from what the service told it."""
+    """The page loaded under a name that is neither PUBLIC_BASE_URL nor loopback (a DNS name
+    that reaches the host): the service refuses the handshakes with 403, which the browser
+    hides; the page names the cause from what the service told it."""
     service = start_service()
-    page = f"http://127.0.0.1:{service.port}"
+    page = f"http://{FOREIGN_HOST}:{service.port}"
     report, _ = _check_page(f"{page}{PATH}{QUERY}", tmp_path / "profile")
     statuses = _statuses(report)
     assert statuses["handshake"] == "fail", statuses

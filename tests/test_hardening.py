@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import time
 from pathlib import Path
@@ -17,11 +18,13 @@ import pytest
 import yaml
 
 from testkit.figures import report
-from testkit.nginx import NginxProxy
+from testkit.nginx import Nginx, NginxProxy
 from testkit.paths import REPO
+from testkit.ports import free_port
 from testkit.procfs import socket_count, wait_until
 from testkit.rawws import CLOSE, TEXT, RawWebSocket, encode_frame, flood_until_blocked
 from testkit.service import ServiceProcess, StartService
+from testkit.site import Site, render_sites
 
 
 def _server_peers(service: ServiceProcess) -> set[int]:
@@ -238,5 +241,73 @@ def test_role_limits_cap_what_one_address_can_hold_and_open(
         report("per_address_limits", held=limit, next_handshake=429, burst=burst,
                first_refused_at=statuses.index(429) + 1)
         assert json.loads(_get(service, "/health"))["status"] == "ok"
+    finally:
+        proxy.stop()
+
+
+def _forwarded_for(service: ServiceProcess, client: str) -> str:
+    """The forwarded_for of the connect line whose X-Forwarded-For ends with ``client``."""
+    line = service.wait_for_line(
+        r'WS_DIAGNOSTICS \{"event":"connect".*"forwarded_for":"[^"]*' + re.escape(client) + '"')
+    return str(json.loads(line.split("WS_DIAGNOSTICS ", 1)[1])["forwarded_for"])
+
+
+def test_behind_a_trusted_balancer_limits_and_logs_see_the_client(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """nginx_trusted_proxies: the client address is read from the balancer's X-Forwarded-For,
+    so each client behind it gets its own per-address limits; a sender that is not a trusted
+    balancer is not believed."""
+    defaults = yaml.safe_load((REPO / "infra/roles/nginx/defaults/main.yml").read_text())
+    burst = int(defaults["nginx_limit_handshake_burst"])
+    service = start_service()
+    port = free_port()
+    site = Site(port, (service.port,), per_address_limits=True,
+                role_vars=json.dumps({"nginx_trusted_proxies": ["127.0.0.1/32"]}))
+    text = render_sites([site])[0]
+    assert "set_real_ip_from 127.0.0.1/32;" in text
+    assert "real_ip_header X-Forwarded-For;" in text
+    proxy = Nginx(tmp_path / "nginx", text, port).start()
+    try:
+        def handshake(client: str, source: str = "127.0.0.1") -> int:
+            with RawWebSocket(port, source=source) as ws:
+                return ws.handshake("/ws", {"X-Forwarded-For": client})
+
+        assert handshake("198.51.100.7") == 101
+        # nginx appends the client it determined: the rightmost address is that client.
+        assert _forwarded_for(service, "198.51.100.7").split(", ")[-1] == "198.51.100.7"
+        # One client behind the balancer spends its burst; the next client is untouched.
+        statuses = [handshake("198.51.100.7") for _ in range(burst + 20)]
+        assert 429 in statuses, statuses
+        assert handshake("198.51.100.8") == 101
+        # An untrusted sender's X-Forwarded-For is not believed: nginx sees its own address.
+        assert handshake("203.0.113.9", source="127.0.0.9") == 101
+        assert _forwarded_for(service, "127.0.0.9") == "203.0.113.9, 127.0.0.9"
+    finally:
+        proxy.stop()
+
+
+def test_behind_a_proxy_protocol_balancer_the_header_names_the_client(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """nginx_proxy_protocol: the listener takes the PROXY header of a trusted layer-4 balancer
+    and the client it names is the one nginx and the service see; a connection without the
+    header is not served."""
+    service = start_service()
+    port = free_port()
+    site = Site(port, (service.port,), per_address_limits=True, role_vars=json.dumps(
+        {"nginx_trusted_proxies": ["127.0.0.1/32"], "nginx_proxy_protocol": True}))
+    text = render_sites([site])[0]
+    assert "real_ip_header proxy_protocol;" in text
+    assert f"listen 127.0.0.1:{port} proxy_protocol reuseport;" in text
+    proxy = Nginx(tmp_path / "nginx", text, port).start()
+    try:
+        with RawWebSocket(port) as ws:
+            ws.sock.sendall(b"PROXY TCP4 198.51.100.20 127.0.0.1 40000 80\r\n")
+            assert ws.handshake("/ws") == 101
+        assert _forwarded_for(service, "198.51.100.20").split(", ")[-1] == "198.51.100.20"
+        with RawWebSocket(port) as ws:
+            assert ws.handshake("/ws") == 0  # no PROXY header: nginx closes, nothing served
+        proxy.wait_log(r"broken header", 5)
     finally:
         proxy.stop()

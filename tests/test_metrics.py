@@ -316,7 +316,7 @@ def nginx(tmp_path: Path) -> Iterator[Callable[[str], int]]:
     started: list[Nginx] = []
 
     def start(site: str) -> int:
-        port = int(re.findall(r"listen 127\.0\.0\.1:(\d+);", site)[0])
+        port = int(re.findall(r"listen 127\.0\.0\.1:(\d+)[ ;]", site)[0])
         started.append(Nginx(tmp_path / f"nginx{len(started)}", site, port).start())
         return port
 

@@ -6,11 +6,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from testkit import site as role_site
 from testkit.nginx import NGINX, main_conf
 from testkit.site import Site, proxy_read_timeout, render_site, render_sites
 
+NGINX_DEFAULTS = yaml.safe_load(
+    (Path(__file__).parent.parent / "infra/roles/nginx/defaults/main.yml").read_text())
 RULE = [(30, 10, 55), (45, 10, 78), (2, 1, 8), (0.4, 0.2, 6)]
 
 
@@ -37,10 +40,11 @@ def test_margin_replaces_the_rules_margin() -> None:
 def test_rendered_site_passes_nginx_t(tmp_path: Path, limits: bool) -> None:
     site = render_site(18999, [19998, 19999], interval=2, timeout=1, per_address_limits=limits)
     assert "proxy_read_timeout 8s;" in site
-    assert "listen 127.0.0.1:18999;" in site
+    assert "listen 127.0.0.1:18999 reuseport;" in site
     assert "server 127.0.0.1:19999 max_fails=0;" in site
     assert "least_conn;" in site
-    assert ("limit_conn ws_kit_api_conn 32;" in site) is limits
+    per_address = NGINX_DEFAULTS["nginx_limit_conn_per_address"]
+    assert (f"limit_conn ws_kit_api_conn {per_address};" in site) is limits
     assert "proxy_set_header Upgrade $http_upgrade;" in site
     (tmp_path / "tmp").mkdir()
     (tmp_path / "site.conf").write_text(site)

@@ -180,3 +180,36 @@ def test_restarting_one_of_two_instances_behind_the_roles_nginx_costs_clients_no
     assert report["max_gap_s"] < 5.0
     assert report["still_connected_at_stop"] == clients
     assert restarted.proc.poll() is None
+
+
+def test_an_instance_killed_at_its_memory_bound_costs_only_its_own_clients(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """What the other instances' clients see when one instance passes its ``MemoryMax=``: the
+    kernel ends that process alone with SIGKILL (sent here by hand: this machine's memory
+    cgroup is read-only, docs/deploy.md#hardening). Its clients see 1006, nothing says
+    goodbye, and reconnect through nginx to the other instance; the other instance's clients
+    see nothing at all, and no handshake fails."""
+    clients = 40
+    a, b = start_service(), start_service()
+    proxy = NginxProxy(tmp_path / "nginx", [a.port, b.port], read_timeout=8, interval=0.4,
+                       timeout=0.2).start()
+    fleet = FleetRun(tmp_path, f"{proxy.url}/ws/health", clients, "--max-seconds", "120")
+    try:
+        fleet.wait_status(lambda s: s["connected"] == clients, 30)
+        held = {port: int(str(_health(port)[1]["connections"])) for port in (a.port, b.port)}
+        a.proc.send_signal(signal.SIGKILL)
+        assert a.proc.wait(15) == -signal.SIGKILL
+        fleet.wait_status(lambda s: s["connected"] == clients and s["closes"] >= held[a.port], 30)
+        on_b = int(str(_health(b.port)[1]["connections"]))
+        report = fleet.finish()
+    finally:
+        fleet.log.stop()
+        proxy.stop()
+    print(f"MEMORY_BOUND_KILL {json.dumps({'held_before': held, **report['closes_by_code']})}")
+    assert all(count > 0 for count in held.values()), held
+    # Only the killed instance's clients were cut, once each; the others kept their sockets.
+    assert report["closes_by_code"] == {"1006": held[a.port]}, report
+    assert report["handshake_failures"] == {}, report["handshake_failures"]
+    assert report["still_connected_at_stop"] == clients
+    assert on_b == clients
