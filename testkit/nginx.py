@@ -24,7 +24,7 @@ from testkit.procfs import wait_until
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 MAIN_CONF = """\
-worker_processes {workers};
+{main_lines}worker_processes {workers};
 worker_rlimit_nofile {nofile};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log notice;
@@ -42,16 +42,19 @@ http {{
 
 
 def main_conf(folder: Path, *, workers: int = 1, connections: int = 1024,
-              access_log: bool = False, http_lines: tuple[str, ...] = ()) -> str:
+              access_log: bool = False, http_lines: tuple[str, ...] = (),
+              main_lines: tuple[str, ...] = ()) -> str:
     """The main configuration: everything under ``folder``, the site from ``site.conf``.
 
-    ``http_lines`` are extra directives of the http block (a response header, say).
+    ``http_lines`` are extra directives of the http block (a response header, say),
+    ``main_lines`` of the main context (``worker_shutdown_timeout``, say).
     """
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return MAIN_CONF.format(
         workers=workers, nofile=nofile, dir=folder, connections=connections,
         access_log=f"{folder}/access.log" if access_log else "off",
         http_lines="".join(f"    {line}\n" for line in http_lines),
+        main_lines="".join(f"{line}\n" for line in main_lines),
     )
 
 
@@ -66,6 +69,7 @@ class Nginx:
     connections: int = 1024
     access_log: bool = False
     http_lines: tuple[str, ...] = ()
+    main_lines: tuple[str, ...] = ()
     core: int | None = None
     """Pin nginx (master and workers) to this CPU core (benchmarks)."""
     proc: subprocess.Popen[bytes] | None = None
@@ -83,7 +87,8 @@ class Nginx:
         (self.folder / "site.conf").write_text(self.site)
         (self.folder / "nginx.conf").write_text(main_conf(
             self.folder, workers=self.workers, connections=self.connections,
-            access_log=self.access_log, http_lines=self.http_lines))
+            access_log=self.access_log, http_lines=self.http_lines,
+            main_lines=self.main_lines))
 
     def argv(self, *extra: str) -> list[str]:
         return [NGINX, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
@@ -170,6 +175,9 @@ class NginxProxy:
     margin: float | None = None
     check_rule: bool = True
     """False for a test that means to break the heartbeat rule (the role would refuse it)."""
+    shutdown_timeout: int = 0
+    """``worker_shutdown_timeout`` in seconds, as ``nginx_worker_shutdown_timeout`` sets it
+    (0: none, the role's default)."""
     core: int | None = None
     source: str = role_site.SOURCE
     nginx: Nginx | None = None
@@ -195,6 +203,8 @@ class NginxProxy:
         self.nginx.workers, self.nginx.connections = self.workers, self.connections
         self.nginx.http_lines = (
             f"add_header X-Reliability-Generation {self.generation} always;",)
+        self.nginx.main_lines = ((f"worker_shutdown_timeout {self.shutdown_timeout}s;",)
+                                 if self.shutdown_timeout else ())
         return self.nginx
 
     def start(self) -> NginxProxy:

@@ -267,6 +267,65 @@ def test_nginx_reload_keeps_open_connections_and_applies_to_new_ones(
     assert gone
 
 
+def test_nginx_reload_with_worker_shutdown_timeout_cuts_the_old_workers_clients(
+    start_service: StartService, workdir: Path, proxies: list[NginxProxy],
+) -> None:
+    """What ``nginx_worker_shutdown_timeout: N`` buys and costs: N s after a reload the old
+    workers close what they still hold, without a close frame (1006: nginx knows no WebSocket
+    framing), so no generation of workers outlives N; connections on the new workers are not
+    touched. The role's default (0) is the case above: nothing is cut."""
+    interval, timeout, shutdown = 1.5, 0.5, 2
+    service = start_service(WS_PING_INTERVAL=str(interval), WS_PING_TIMEOUT=str(timeout))
+    proxy = NginxProxy(workdir / "nginx", service.port, 0, interval, timeout,
+                       margin=1.0, shutdown_timeout=shutdown)
+    proxies.append(proxy)
+    proxy.start()
+    old_workers = proxy.worker_pids()
+    before = 20
+
+    async def scenario() -> dict[str, Any]:
+        old = [await connect(f"{proxy.url}/ws/health", ping_interval=None)
+               for _ in range(before)]
+        for ws in old:
+            await first_json(ws)
+        asked = time.monotonic()  # the old workers' timer starts between asked and reloaded
+        await asyncio.to_thread(proxy.reload, generation=2)
+        reloaded = time.monotonic()
+        new = [await connect(f"{proxy.url}/ws/echo", ping_interval=None) for _ in range(10)]
+
+        async def closed_after(ws: ClientConnection) -> tuple[int, float]:
+            code = await until_closed(ws, shutdown + 10)
+            return code, time.monotonic()
+
+        cuts = await asyncio.gather(*(closed_after(ws) for ws in old))
+        for n, ws in enumerate(new):  # the new workers' clients, after the old ones were cut
+            await echo_roundtrip(ws, n)
+        new_generations = {generation(ws) for ws in new}
+        for ws in new:
+            await ws.close(1000)
+        return {"codes": Counter(code for code, _ in cuts),
+                "since_asked_s": min(t for _, t in cuts) - asked,
+                "since_reloaded_s": max(t for _, t in cuts) - reloaded,
+                "new_generations": sorted(new_generations),
+                "new_codes": Counter(ws.close_code for ws in new)}
+
+    result = run(scenario())
+    gone = wait_until(lambda: not set(old_workers) & set(proxy.worker_pids()), 10)
+    report("nginx_reload_shutdown_timeout", worker_shutdown_timeout_s=shutdown,
+           old_connections=before, old_codes={str(k): v for k, v in result["codes"].items()},
+           first_cut_since_reload_asked_s=round(result["since_asked_s"], 2),
+           last_cut_since_reload_done_s=round(result["since_reloaded_s"], 2),
+           new_codes={str(k): v for k, v in result["new_codes"].items()},
+           old_workers_exited=gone, nginx_config=proxy.source)
+    assert result["codes"] == Counter({1006: before})
+    # Not before N s, and within a second of it (the old worker's timer, then its close).
+    assert result["since_asked_s"] >= shutdown
+    assert result["since_reloaded_s"] < shutdown + 1
+    assert result["new_generations"] == ["2"]
+    assert result["new_codes"] == Counter({1000: 10})
+    assert gone
+
+
 # --- dead and slow peers ----------------------------------------------------------------------
 
 
