@@ -27,7 +27,7 @@ from testkit.fleet import FleetRun
 from testkit.nginx import NginxProxy
 from testkit.paths import VENV_BIN
 from testkit.rawws import RawWebSocket, encode_frame
-from testkit.service import StartService
+from testkit.service import ServiceProcess, StartService
 
 CTL = str(VENV_BIN / "ws-kit-ctl")
 
@@ -46,6 +46,25 @@ def _health(port: int) -> tuple[int, dict[str, object]]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def _two_instances_held(start_service: StartService, tmp_path: Path, clients: int,
+                        ) -> tuple[ServiceProcess, ServiceProcess, NginxProxy, FleetRun,
+                                   dict[int, int]]:
+    """Two instances behind the nginx role's site, ``clients`` reconnecting clients connected
+    through it; how many each instance holds."""
+    a, b = start_service(), start_service()
+    proxy = NginxProxy(tmp_path / "nginx", [a.port, b.port], read_timeout=8, interval=0.4,
+                       timeout=0.2).start()
+    fleet = FleetRun(tmp_path, f"{proxy.url}/ws/health", clients, "--max-seconds", "120")
+    try:
+        fleet.wait_status(lambda s: s["connected"] == clients, 30)
+    except BaseException:
+        fleet.log.stop()
+        proxy.stop()
+        raise
+    held = {port: int(str(_health(port)[1]["connections"])) for port in (a.port, b.port)}
+    return a, b, proxy, fleet, held
 
 
 def _handshake_status(port: int) -> int:
@@ -156,13 +175,8 @@ def test_restarting_one_of_two_instances_behind_the_roles_nginx_costs_clients_no
     1001, no client ever sees a failed handshake (nginx retried it on the other instance),
     each is back within 5 s. The full version, with Ansible, is infra/molecule/rolling."""
     clients = 40
-    a, b = start_service(), start_service()
-    proxy = NginxProxy(tmp_path / "nginx", [a.port, b.port], read_timeout=8, interval=0.4,
-                       timeout=0.2).start()
-    fleet = FleetRun(tmp_path, f"{proxy.url}/ws/health", clients, "--max-seconds", "120")
+    a, _, proxy, fleet, held = _two_instances_held(start_service, tmp_path, clients)
     try:
-        fleet.wait_status(lambda s: s["connected"] == clients, 30)
-        held = {port: int(str(_health(port)[1]["connections"])) for port in (a.port, b.port)}
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(15) == 0
         back = fleet.wait_status(lambda s: s["connected"] == clients and s["closes"] > 0, 30)
@@ -191,13 +205,8 @@ def test_an_instance_killed_at_its_memory_bound_costs_only_its_own_clients(
     goodbye, and reconnect through nginx to the other instance; the other instance's clients
     see nothing at all, and no handshake fails."""
     clients = 40
-    a, b = start_service(), start_service()
-    proxy = NginxProxy(tmp_path / "nginx", [a.port, b.port], read_timeout=8, interval=0.4,
-                       timeout=0.2).start()
-    fleet = FleetRun(tmp_path, f"{proxy.url}/ws/health", clients, "--max-seconds", "120")
+    a, b, proxy, fleet, held = _two_instances_held(start_service, tmp_path, clients)
     try:
-        fleet.wait_status(lambda s: s["connected"] == clients, 30)
-        held = {port: int(str(_health(port)[1]["connections"])) for port in (a.port, b.port)}
         a.proc.send_signal(signal.SIGKILL)
         assert a.proc.wait(15) == -signal.SIGKILL
         fleet.wait_status(lambda s: s["connected"] == clients and s["closes"] >= held[a.port], 30)
