@@ -1,36 +1,31 @@
-"""``ws-service`` / ``python -m service``: run the app on an embedded Granian server.
+"""``ws-service`` / ``python -m service``: run the app on an embedded server (``WS_SERVER``).
 
-Plain ``granian`` drops every WebSocket without a close frame on SIGTERM (clients see 1006,
-emmett-framework/granian#796). Embedding the server in our own event loop lets a deploy or
-restart close each client with 1001 Going Away first, then stop the server.
+A plain server run drops or resets every WebSocket on SIGTERM (Granian: no close frame, clients
+see 1006; uvicorn: 1012). Embedding the server in our own event loop lets a deploy or restart
+close each client with 1001 Going Away first, then stop the server
+(:meth:`service.servers.Adapter.serve`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
-
-from granian.constants import HTTPModes, Interfaces
-from granian.http import HTTP1Settings
-from granian.log import LogLevels
-from granian.server.embed import Server
 
 from service.app import create_app
 from service.codes import CloseCode
 from service.control import serve_control
 from service.registry import Registry
+from service.servers import Adapter
 from service.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger("service")
 
 
 def _check_bind(settings: Settings) -> None:
-    """Fail with one clear line (not a Rust panic) when the address cannot be bound."""
+    """Fail with one clear line (not a server's traceback) when the address cannot be bound."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,36 +37,10 @@ def _check_bind(settings: Settings) -> None:
             ) from None
 
 
-async def _announce_ready(settings: Settings) -> None:
-    """Log "ready" once the port accepts connections: Granian's worker binds after its own logs."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
-    while True:
-        try:
-            _, writer = await asyncio.open_connection(host, settings.port)
-        except OSError:
-            await asyncio.sleep(0.02)
-            continue
-        writer.close()
-        logger.info("ready: serving on http://%s:%d", settings.host, settings.port)
-        return
-
-
 async def serve(settings: Settings) -> None:
     app = create_app(settings)
     registry: Registry = app.state["registry"]
-    # The accept path (docs/design.md): Granian holds one of `backpressure` slots for every
-    # connection that has not finished a request (WebSockets leave the pool once upgraded),
-    # and only its HTTP/1 mode times out a connection that sends nothing; `auto` mode's
-    # HTTP/2 sniffing waits forever, so 128 silent sockets used to lock everyone out.
-    server = Server(
-        app, address=settings.host, port=settings.port, interface=Interfaces.ASGI,
-        http=HTTPModes.http1, backlog=settings.listen_backlog,
-        backpressure=settings.http_max_connections,
-        http1_settings=HTTP1Settings(
-            header_read_timeout=max(1, round(settings.http_header_timeout * 1000))
-        ),
-        log_level=LogLevels(settings.log_level), log_access=False,
-    )
+    server: Adapter = app.state["server"]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -85,30 +54,19 @@ async def serve(settings: Settings) -> None:
                 f"cannot listen on WS_CONTROL_SOCKET={settings.ws_control_socket}: "
                 f"{exc.strerror or exc}"
             ) from None
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    ready = asyncio.create_task(_announce_ready(settings))
-    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-    ready.cancel()
-    if serving.done():  # the server failed on its own
-        stopping.cancel()
-        serving.result()
-        return
-    open_count = len(registry)
-    logger.info("draining: new handshakes get 503, %d connection(s) get 1001", open_count)
-    left = await registry.close_all(
-        CloseCode.GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout
-    )
-    logger.info("shutdown: closed %d connection(s) with 1001, %d did not finish", open_count, left)
-    if control is not None:
-        control.close()
-    server.stop()  # type: ignore[no-untyped-call]
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(serving, settings.ws_shutdown_timeout)
-    # Granian's Rust threads may still run; letting the interpreter tear down under them
-    # aborts the process now and then (exit 134). Every client has had its 1001: leave now.
-    logging.shutdown()
-    os._exit(0)
+
+    async def drain() -> None:
+        open_count = len(registry)
+        logger.info("draining: new handshakes get 503, %d connection(s) get 1001", open_count)
+        left = await registry.close_all(
+            CloseCode.GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout
+        )
+        logger.info("shutdown: closed %d connection(s) with 1001, %d did not finish",
+                    open_count, left)
+        if control is not None:
+            control.close()
+
+    await server.serve(app, settings, stop, drain)
 
 
 def main() -> None:

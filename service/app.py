@@ -18,9 +18,9 @@ from service.metrics import MEDIA_TYPE, metrics_registry, render
 from service.registry import Registry
 from service.scheduler import Scheduler
 from service.security import handshake_middleware
+from service.servers import load as load_server
 from service.session import Endpoint, Session
 from service.settings import Settings, load_settings
-from service.transport import Sockets
 
 _log = logging.getLogger("service")
 
@@ -31,19 +31,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level)
     # Before anything listens: a cap the descriptor limit cannot hold stops start-up here.
     capacity = ensure_descriptors(settings)
+    server = load_server(settings)
     _log.info("%s", capacity.describe(settings))
-    _log.info("%s", memory_bound(settings, capacity))
+    _log.info("%s", memory_bound(settings, capacity, server))
     registry = Registry()
     # One timer wheel for every connection; its tick bounds heartbeat lateness.
     scheduler = Scheduler(resolution=max(0.005, min(0.02, settings.ws_ping_interval / 40)))
     health_config = ping_config(settings)
-    sockets = Sockets()
+    connect = server.connect
 
     def ws_route(endpoint: Endpoint) -> Any:
         registry.endpoint_totals(endpoint.path)  # its series exist (at 0) from the start
         async def handler(socket: WebSocket[Any, Any, Any]) -> None:
             await Session(
-                socket, endpoint, settings, registry=registry, scheduler=scheduler, sockets=sockets,
+                connect(socket), endpoint, settings, registry=registry, scheduler=scheduler,
             ).run()
 
         return websocket(endpoint.path, name=endpoint.path)(handler)
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[handshake_middleware(settings, registry, capacity.max_connections)],
         state=State({"settings": settings, "registry": registry, "scheduler": scheduler,
-                     "capacity": capacity}),
+                     "capacity": capacity, "server": server}),
         openapi_config=None,
         logging_config=None,
         signature_namespace={

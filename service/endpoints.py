@@ -174,7 +174,7 @@ class HealthEndpoint:
     def greeting(self, session: Session) -> HealthStatus:
         return HealthStatus(
             status="connected", client_id=session.client_id, server_time=time.time(),
-            config=self._config, environment=self._environment(session.socket.scope.get("server")),
+            config=self._config, environment=self._environment(session.connection.server),
         )
 
     def handle(self, session: Session, text: str) -> msgspec.Struct | None:

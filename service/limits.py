@@ -1,17 +1,17 @@
 """What one connection and one process can hold: descriptors, memory, and the cap they set.
 
 Descriptors. Each WebSocket holds its socket, and a second descriptor while a server close
-lingers (``service.transport``: a shutdown lingers on every connection at once); connections
-still sending their request hold one each, up to ``HTTP_MAX_CONNECTIONS``. The service makes
-sure of its own limit at start-up (it does not count on the server raising it) and refuses
-handshakes with 503 past the cap that limit allows, so a full process answers instead of
-failing inside the server with EMFILE. The api role sets the unit's ``LimitNOFILE`` by the
+lingers (on Granian, ``service.servers.granian_tcp``: a shutdown lingers on every connection
+at once); connections still sending their request hold one each, up to
+``HTTP_MAX_CONNECTIONS``. The service makes sure of its own limit at start-up (it does not
+count on the server raising it) and refuses handshakes with 503 past the cap that limit
+allows, so a full process answers instead of failing inside the server with EMFILE. The api
+role sets the unit's ``LimitNOFILE`` by the
 same rule (``descriptors_needed``; ``tests/test_infra.py`` holds the two together).
 
-Memory. Granian 2.8 reads each WebSocket message whole before the app sees it, with
-tungstenite's defaults that no option changes: up to 64 MiB per message, 16 MiB per frame
-(docs/design.md). ``WS_MAX_MESSAGE_BYTES`` is applied to the finished message, so it bounds
-what the service keeps, not what a sender can make Granian buffer. The process's enforced
+Memory. What one connection may buffer is its server's (Granian: up to 64 MiB of one message,
+whatever ``WS_MAX_MESSAGE_BYTES`` says; uvicorn: ``WS_MAX_MESSAGE_BYTES``, enforced while
+reading), so the adapter states it (:class:`MemoryFacts`). The process's enforced
 bound is its cgroup's ``memory.max`` (the api role's ``MemoryMax=``), stated at start-up.
 """
 
@@ -20,13 +20,21 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from service.settings import Settings, SettingsError
 
+
+class MemoryFacts(Protocol):
+    """What a server (its adapter, :mod:`service.servers`) buffers per connection."""
+
+    idle_connection_bytes: int
+    """RSS of one idle, heartbeating WebSocket (measured: docs/benchmarks.md)."""
+
+    def message_buffer(self, settings: Settings) -> tuple[int, str]:
+        """The most one connection may buffer of a message before the app sees it, and why."""
+
 MIB = 1024 * 1024
-GRANIAN_MAX_MESSAGE_BYTES = 64 * MIB
-# Measured: an idle heartbeating WebSocket costs about 0.16 MiB of RSS (docs/benchmarks.md).
-IDLE_CONNECTION_BYTES = 0.16 * MIB
 
 FDS_PER_WEBSOCKET = 2
 """Its socket, and the duplicate a lingering close holds until the client's close frame."""
@@ -97,11 +105,6 @@ def ensure_descriptors(settings: Settings) -> Capacity:
                     configured=bool(cap))
 
 
-def worst_case_per_connection() -> int:
-    """One WebSocket in the middle of receiving the largest message Granian accepts."""
-    return GRANIAN_MAX_MESSAGE_BYTES + int(IDLE_CONNECTION_BYTES)
-
-
 def cgroup_memory_max(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     """The enforced memory bound of this process's cgroup, if any.
 
@@ -130,14 +133,13 @@ def cgroup_memory_max(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     return None
 
 
-def memory_bound(settings: Settings, capacity: Capacity) -> str:
-    per = worst_case_per_connection() / MIB
+def memory_bound(settings: Settings, capacity: Capacity, server: MemoryFacts) -> str:
+    buffered, why = server.message_buffer(settings)
+    idle = server.idle_connection_bytes
     head = (
-        f"memory bound: one WebSocket may hold up to {per:.0f} MiB while a message arrives "
-        f"(Granian's fixed 64 MiB message limit; WS_MAX_MESSAGE_BYTES="
-        f"{settings.ws_max_message_bytes} applies once it has arrived), about "
-        f"{IDLE_CONNECTION_BYTES / MIB:.2f} MiB when idle: "
-        f"{capacity.max_connections * IDLE_CONNECTION_BYTES / MIB:.0f} MiB for "
+        f"memory bound: one WebSocket may hold up to {(buffered + idle) / MIB:.2f} MiB while a "
+        f"message arrives ({why}), about {idle / MIB:.2f} MiB when idle: "
+        f"{capacity.max_connections * idle / MIB:.0f} MiB for "
         f"{capacity.max_connections} idle WebSockets"
     )
     enforced = cgroup_memory_max()

@@ -28,7 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
-from service.transport import CloseAck
+from service.connection import CloseAck
 
 if TYPE_CHECKING:
     from service.registry import Registry

@@ -30,6 +30,15 @@ from typing import Literal
 from service.codes import CloseCode
 
 ClosedBy = Literal["server", "client", "unknown"]
+Cause = Literal[
+    "client", "unknown", "protocol", "binary", "too_big", "rate_limit", "ping_timeout",
+    "send_deadline", "shutdown", "shed", "internal",
+]
+"""Why a connection closed, typed (metrics and the registry count by it, never by reason text).
+
+``client``/``unknown``: the peer's close (``unknown``: no status code, maybe a cut);
+``protocol``: the server's own protocol layer closed it (a frame it refused, a message over
+its size limit) and told the app afterwards; the rest are the policy's and the service's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,7 @@ class Close:
     reason: str | None  # None: not known (Granian does not pass a client's reason on)
     by: ClosedBy = "server"
     send_frame: bool = True
+    cause: Cause = "client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +112,17 @@ class Policy:
                 self._refilled = now
             if self._tokens < 1:
                 return self.close(CloseCode.POLICY_VIOLATION,
-                                  f"rate limit: over WS_RATE_LIMIT={limits.rate:g} messages/s")
+                                  f"rate limit: over WS_RATE_LIMIT={limits.rate:g} messages/s",
+                                  cause="rate_limit")
             self._tokens -= 1
         if text is None:
-            return self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are unsupported; use text")
+            return self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are unsupported; use text",
+                              cause="binary")
         limit = limits.max_bytes
         # len() counts characters; encode only when the UTF-8 size could exceed the limit.
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
             return self.close(CloseCode.MESSAGE_TOO_BIG,
-                              f"message exceeds WS_MAX_MESSAGE_BYTES={limit}")
+                              f"message exceeds WS_MAX_MESSAGE_BYTES={limit}", cause="too_big")
         return None
 
     def pong(self) -> None:
@@ -132,17 +144,25 @@ class Policy:
             self.send_since = None
         self.last_sent = now
 
-    def disconnected(self, code: int | None) -> Close:
-        """The peer is gone; 1005 (no status) is not the client's choice, it may be a cut."""
-        if code is None or code == CloseCode.NO_STATUS:
-            return self.close(CloseCode.NO_STATUS, None, by="unknown", send_frame=False)
-        return self.close(code, None, by="client", send_frame=False)
+    def disconnected(self, code: int | None, reason: str | None = None, *,
+                     by_server: bool = False) -> Close:
+        """The peer is gone; 1005 (no status) is not the client's choice, it may be a cut.
 
-    def close(self, code: int, reason: str | None, *, by: ClosedBy = "server",
+        ``by_server``: the server's protocol layer closed it (its frame is already sent).
+        """
+        if by_server:
+            return self.close(code or CloseCode.PROTOCOL_ERROR, reason, send_frame=False,
+                              cause="protocol")
+        if code is None or code == CloseCode.NO_STATUS:
+            return self.close(CloseCode.NO_STATUS, reason, by="unknown", send_frame=False,
+                              cause="unknown")
+        return self.close(code, reason, by="client", send_frame=False, cause="client")
+
+    def close(self, code: int, reason: str | None, *, cause: Cause, by: ClosedBy = "server",
               send_frame: bool = True) -> Close:
         """Request a close; the first request wins and is what every later call returns."""
         if self.closed is None:
-            self.closed = Close(code, reason, by, send_frame)
+            self.closed = Close(code, reason, by, send_frame, cause)
         return self.closed
 
     # --- time ----------------------------------------------------------------------------
@@ -154,7 +174,7 @@ class Policy:
             return self.close(
                 CloseCode.ABNORMAL,
                 f"send blocked for {self.limits.send_timeout:g}s: peer not reading",
-                send_frame=False,
+                send_frame=False, cause="send_deadline",
             )
         return None
 
@@ -169,6 +189,7 @@ class Policy:
             return self.close(
                 CloseCode.INTERNAL_ERROR,
                 f"heartbeat timeout: no pong within WS_PING_TIMEOUT={self.limits.ping_timeout:g}s",
+                cause="ping_timeout",
             )
         if now < self._beat_due:
             return None

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from service.codes import CloseCode
-from service.policy import Close
+from service.policy import Cause, Close
 
 
 class Member(Protocol):
@@ -26,7 +26,7 @@ class Member(Protocol):
 
     @property
     def close_ack(self) -> str | None:
-        """How the client answered the server's close frame (``service.transport.CloseAck``)."""
+        """How the client answered the server's close frame (``service.connection.CloseAck``)."""
 
     @property
     def path(self) -> str: ...
@@ -40,7 +40,7 @@ class Member(Protocol):
     @property
     def closing(self) -> bool: ...
 
-    def request_close(self, code: int, reason: str) -> None: ...
+    def request_close(self, code: int, reason: str, cause: Cause) -> None: ...
 
 
 class EndpointTotals:
@@ -109,12 +109,11 @@ class Registry:
         totals.closes[key] = totals.closes.get(key, 0) + 1
         if session.close_ack is not None:
             totals.close_acks[session.close_ack] = totals.close_acks.get(session.close_ack, 0) + 1
-        if close is None or close.by != "server":
+        if close is None:
             return
-        if close.code == CloseCode.ABNORMAL and not close.send_frame:
-            totals.send_deadline_drops += 1  # the policy's only frameless server close
-        elif (close.code == CloseCode.POLICY_VIOLATION
-              and (close.reason or "").startswith("rate limit")):
+        if close.cause == "send_deadline":
+            totals.send_deadline_drops += 1
+        elif close.cause == "rate_limit":
             totals.rate_limit_closes += 1
 
     def shed(self, count: int, reason: str) -> int:
@@ -124,17 +123,18 @@ class Registry:
         open_ = [session for session in self._sessions if not session.closing]
         newest = sorted(open_, key=lambda s: s.opened_at, reverse=True)[:count]
         for session in newest:
-            session.request_close(CloseCode.GOING_AWAY, reason)
+            session.request_close(CloseCode.GOING_AWAY, reason, "shed")
         return len(newest)
 
-    async def close_all(self, code: int, reason: str, timeout: float) -> int:
+    async def close_all(self, code: int, reason: str, timeout: float,
+                        cause: Cause = "shutdown") -> int:
         """Ask every session to close with ``code``; wait up to ``timeout`` for them to finish.
 
         Returns how many sessions were still open when the time ran out.
         """
         self.closing = True
         for session in list(self._sessions):
-            session.request_close(code, reason)
+            session.request_close(code, reason, cause)
         try:
             await asyncio.wait_for(self._empty.wait(), timeout)
         except TimeoutError:

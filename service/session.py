@@ -1,63 +1,45 @@
-"""The thin driver of one accepted WebSocket: ASGI I/O for a :class:`~service.policy.Policy`.
+"""The thin driver of one accepted WebSocket: a :class:`~service.policy.Policy` over a
+:class:`~service.connection.Connection`.
 
-The rules live in the policy; the timers in the process's :class:`~service.scheduler.Scheduler`.
-This module only moves events and actions between them and Granian, which shapes it
-(docs/design.md):
+The rules live in the policy; the timers in the process's :class:`~service.scheduler.Scheduler`;
+what a server needs to keep them in its adapter (:mod:`service.servers`). This module only
+moves events and actions between them:
 
-* it never sends protocol pings and has no idle timeout, so keep-alive is an application
-  ``heartbeat`` message, sent when the policy says one is due;
-* it answers a client's protocol ping only while someone awaits ``receive()``, so the
-  connection's own task awaits ``receive()`` for its whole life;
-* ``close()`` hangs while a ``receive()`` is pending, so a close requested from outside (the
-  scheduler, a shutdown, a shed) interrupts that task first, and the task itself closes;
-* a close reason over 123 bytes loses the close frame (the client sees 1006), so reasons are
-  truncated;
-* sends are serialised by Granian itself (a lock around its sink), so a heartbeat may go out
-  while a reply is being sent, and the reply path takes no lock of ours;
-* it has no write timeout: a peer that stops reading pins its socket even after the app has
-  returned, so a server close that cannot be delivered shuts the TCP connection down
-  (:mod:`service.transport`);
-* it closes the TCP connection as soon as its close frame is out, so a client still sending
-  would get a reset and report 1006: the session holds the connection's descriptor across
-  that close and reads to the client's close frame (:func:`service.transport.linger`);
-* its ``websocket.disconnect`` carries 1005 alike for a close frame without a status, a dropped
-  TCP connection and a protocol error, and never the client's close reason, so such a close is
-  logged as ``closed_by: unknown``, not as the client's choice.
+* the connection's own task awaits ``receive()`` for its whole life (a server answers protocol
+  pings only while someone reads), and it alone closes: a close requested from outside (the
+  scheduler, a shutdown, a shed) interrupts that task, which then closes;
+* keep-alive is an application ``heartbeat`` message, sent when the policy says one is due,
+  from a short task of its own, so the scheduler never waits on a peer; sends take no lock
+  of ours (the servers serialise them);
+* a close reason is truncated to 123 bytes (longer ones make a close frame invalid).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from service.codes import CloseCode
+from service.connection import CloseAck, Disconnect
 from service.diagnostics import log_event
 from service.messages import Heartbeat
-from service.policy import Beat, Close, Limits, Policy
-from service.transport import CloseAck, Sockets, connection_pair, linger, shut_down
+from service.policy import Beat, Cause, Close, Limits, Policy
 
 if TYPE_CHECKING:
-    from litestar import WebSocket
-    from litestar.types import WebSocketReceiveEvent, WebSocketSendEvent
-
+    from service.connection import Connection
     from service.registry import Registry
     from service.scheduler import Scheduler
     from service.settings import Settings
 
 
 MAX_REASON_BYTES = 123
-LINGER_SECONDS = 2.0
-"""How long a server close waits for the client's close frame before closing TCP anyway (at
-most: finding the descriptor, the close and the linger share WS_SEND_TIMEOUT, or half the
-shutdown time while draining)."""
 _encode = msgspec.json.Encoder().encode
 _log = logging.getLogger(__name__)
 
@@ -106,11 +88,10 @@ class Session:
     """One connection from accept to close; :meth:`run` is its only task."""
 
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], endpoint: Endpoint, settings: Settings,
-        *, registry: Registry, scheduler: Scheduler, sockets: Sockets,
+        self, connection: Connection, endpoint: Endpoint, settings: Settings,
+        *, registry: Registry, scheduler: Scheduler,
     ) -> None:
-        self.socket = socket
-        self.sockets = sockets
+        self.connection = connection
         self.endpoint = endpoint
         self.settings = settings
         self.registry = registry
@@ -160,11 +141,11 @@ class Session:
 
     # --- requests from outside the connection's task ---------------------------------------
 
-    def request_close(self, code: int, reason: str, *, send_frame: bool = True) -> None:
-        """Ask the connection to close (shutdown, shed, a deadline); the first request wins."""
+    def request_close(self, code: int, reason: str, cause: Cause) -> None:
+        """Ask the connection to close (shutdown, shed); the first request wins."""
         if self.policy.closed is not None:
             return
-        self.policy.close(code, truncate_reason(reason), send_frame=send_frame)
+        self.policy.close(code, truncate_reason(reason), cause=cause)
         self._interrupt()
 
     def _interrupt(self) -> None:
@@ -198,15 +179,13 @@ class Session:
 
     async def send(self, message: msgspec.Struct) -> None:
         """Send one message; a send blocked past the send timeout drops the peer (the sweep)."""
-        event: WebSocketSendEvent = {
-            "type": "websocket.send", "bytes": None, "text": _encode(message).decode(),
-        }
+        text = _encode(message).decode()
         scheduler = self.scheduler
         policy = self.policy
         policy.send_started(scheduler.now)
         scheduler.sending.add(self)
         try:
-            await self.socket.send(event)
+            await self.connection.send_text(text)
         finally:
             policy.send_finished(scheduler.now)
             if policy.send_since is None:
@@ -223,20 +202,21 @@ class Session:
     # --- the connection's task ------------------------------------------------------------------
 
     async def run(self) -> None:
-        socket = self.socket
-        await socket.accept()
+        connection = self.connection
+        await connection.accept()
         self._task = asyncio.current_task()
         self.registry.add(self)
-        headers = socket.headers
-        client = socket.client
+        headers = connection.headers
+        peer = connection.peer
         log_event(
             "connect", endpoint=self.endpoint.path, client_id=self.client_id,
-            origin=headers.get("origin"), peer=f"{client.host}:{client.port}" if client else None,
+            origin=headers.get("origin"), peer=f"{peer[0]}:{peer[1]}" if peer else None,
             forwarded_for=headers.get("x-forwarded-for"),
         )
         try:
             if self.registry.closing:
-                self.policy.close(CloseCode.GOING_AWAY, "server shutting down")
+                self.policy.close(CloseCode.GOING_AWAY, "server shutting down",
+                                  cause="shutdown")
             else:
                 self.scheduler.schedule(self, self.policy.next_deadline())
                 greeting = self.endpoint.greeting(self)
@@ -245,103 +225,68 @@ class Session:
                 await self._receive_loop()
         except asyncio.CancelledError:
             if not self._interrupting:  # cancelled by the server itself: say goodbye, go on
-                self.policy.close(CloseCode.GOING_AWAY, "server shutting down")
-                await self._finish(client)
+                self.policy.close(CloseCode.GOING_AWAY, "server shutting down",
+                                  cause="shutdown")
+                await self._finish()
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
         except Exception:
             _log.exception("connection %s failed", self.client_id)
-            self.policy.close(CloseCode.INTERNAL_ERROR, "internal error")
-        await self._finish(client)
+            self.policy.close(CloseCode.INTERNAL_ERROR, "internal error", cause="internal")
+        await self._finish()
 
-    async def _close_connection(self, close: Close, client: Any) -> dict[str, str]:
-        """Deliver the server's close, and end the TCP connection without a reset.
-
-        Until its socket is really gone the peer still counts as open. Finding the
-        descriptor, the close and the linger share one budget: WS_SEND_TIMEOUT, or half
-        the shutdown time while draining. Returns what the close log line adds: ``tcp`` when
-        the close frame could not be delivered, ``close_ack`` (how the client answered) when
-        it was.
-        """
-        # The server's address from the scope, not PORT: a plain `granian --port` run too.
-        peer = connection_pair(self.socket.scope.get("server"), self.socket.scope.get("client"))
+    def _close_budget(self) -> float:
+        """WS_SEND_TIMEOUT for a close, or half the shutdown time while draining (the other
+        half is the server's, to release the sockets)."""
         budget = self.settings.ws_send_timeout
-        if self.registry.closing:  # leave the shutdown time to release the socket
+        if self.registry.closing:
             budget = min(budget, self.settings.ws_shutdown_timeout / 2)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget
-        held = None
-        try:
-            delivered = False
-            if close.send_frame:
-                if peer is not None:  # before Granian's close releases its own descriptor
-                    with contextlib.suppress(TimeoutError):
-                        held = await asyncio.wait_for(self.sockets.hold(peer), budget / 2)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.socket.close(close.code, close.reason or ""),
-                                           max(0.0, deadline - loop.time()))
-                    delivered = True
-            if delivered:
-                if held is None:
-                    return {}
-                sock, held = held, None
-                self.close_ack = await linger(
-                    sock, min(LINGER_SECONDS, max(0.0, deadline - loop.time())))
-                return {"close_ack": self.close_ack}
-            if peer is None:
-                return {}
-            if held is None:
-                held = await self.sockets.hold(peer)
-            if held is None:
-                return {"tcp": "gone" if self.sockets.supported else "unsupported"}
-            sock, held = held, None
-            shut_down(sock)
-            return {"tcp": "shut_down"}
-        finally:
-            if held is not None:  # cancelled before handing it on
-                held.close()
+        return budget
 
     async def _receive_loop(self) -> None:
-        receive = self.socket.receive
+        receive = self.connection.receive
         scheduler = self.scheduler
         policy = self.policy
         endpoint = self.endpoint
         while True:
-            event = await receive()
-            if event["type"] == "websocket.disconnect":
-                policy.disconnected(cast("dict[str, Any]", event).get("code"))
+            received = await receive()
+            if isinstance(received, Disconnect):
+                policy.disconnected(received.code, received.reason,
+                                    by_server=received.by_server)
                 return
             self.messages_in += 1
-            text = cast("WebSocketReceiveEvent", event).get("text")
-            if policy.message(scheduler.now, text) is not None:
+            text = received if isinstance(received, str) else None
+            if policy.message(scheduler.now, text) is not None or text is None:
                 return
-            reply = endpoint.handle(self, cast("str", text))
+            reply = endpoint.handle(self, text)
             if reply is not None:
                 await self.send(reply)
             if policy.closed is not None:
                 return
 
-    async def _finish(self, client: Any) -> None:
+    async def _finish(self) -> None:
         self._interrupting = True  # nothing may cancel the close itself
         self.scheduler.cancel(self)
         for beat in list(self._beats):
             beat.cancel()
-        close = self.policy.closed or self.policy.close(CloseCode.GOING_AWAY,
-                                                        "server shutting down")
+        close = self.policy.closed or self.policy.close(
+            CloseCode.GOING_AWAY, "server shutting down", cause="shutdown")
         extra: dict[str, object] = {}
-        if close.by == "server":
-            extra.update(await self._close_connection(close, client))
+        if close.by == "server" and close.cause != "protocol":  # else the server has closed
+            outcome = await self.connection.close(
+                close.code, close.reason or "", frame=close.send_frame,
+                budget=self._close_budget())
+            self.close_ack = outcome.ack
+            extra.update(outcome.log_fields())
         self.registry.discard(self)
         if close.by == "unknown":
-            extra["detail"] = (
-                "no status code: a close frame without one, a dropped TCP connection "
-                "or a protocol error (Granian reports all three alike)"
-            )
+            extra["detail"] = self.connection.unknown_close_detail
         log_event(
             "close", endpoint=self.endpoint.path, client_id=self.client_id,
-            code=int(close.code), reason=close.reason, closed_by=close.by, **extra,
+            code=int(close.code), reason=close.reason, closed_by=close.by, cause=close.cause,
+            **extra,
             duration_s=round(self.age, 3), messages_in=self.messages_in,
             messages_out=self.messages_out, heartbeats_sent=self.policy.ping_count,
             pongs_received=self.policy.pong_count,

@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     ws_control_socket: Annotated[str, msgspec.Meta(pattern=r"^(/\S+)?$")] = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: bool = True
+    ws_server: Literal["granian", "uvicorn"] = "granian"
+    """The server ``ws-service`` embeds (service.servers); uvicorn needs the ``uvicorn`` extra."""
 
     def __post_init__(self) -> None:
         # A pong-aware client must be able to answer one heartbeat before the next is due.
@@ -115,10 +117,11 @@ ACCEPTS: dict[str, str] = {
     "HTTP_HEADER_TIMEOUT": "seconds a connection may take to send its request headers, >= 0.05",
     "WS_CONTROL_SOCKET": "an absolute path for the control socket (status, shed N); empty: none",
     "LOG_LEVEL": "one of debug, info, warning, error",
+    "WS_SERVER": "granian or uvicorn (uvicorn needs the uvicorn extra)",
     "METRICS": "true or false (also 1 or 0); false: no /metrics route",
 }
 _LIST_VARS = frozenset({"ALLOWED_ORIGINS"})
-_LOWER_VARS = frozenset({"LOG_LEVEL"})
+_LOWER_VARS = frozenset({"LOG_LEVEL", "WS_SERVER"})
 
 
 class SettingsError(ValueError):

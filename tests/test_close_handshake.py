@@ -4,7 +4,7 @@ Granian closes the TCP connection as soon as its close frame is written. A clien
 were still on the way got a reset: its reply to our close failed, and Chromium and most
 libraries then report 1006, losing the code that did arrive. The session now holds the
 connection's descriptor across Granian's close and reads to the client's close frame
-(``service.transport.linger``). These clients are the ones that broke it: raw sockets that
+(``service.servers.granian_tcp.linger``). These clients are the ones that broke it: raw sockets that
 keep sending until the close frame arrives, then answer it, and one that never answers.
 """
 
@@ -20,8 +20,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.session import LINGER_SECONDS
-from service.transport import LINGER_MAX_BYTES, _ClientFrames
+from service.servers.granian import LINGER_SECONDS
+from service.servers.granian_tcp import LINGER_MAX_BYTES, _ClientFrames
 from testkit.procfs import socket_count, wait_until
 from testkit.rawws import BINARY, CLOSE, PING, PONG, TEXT, RawWebSocket, encode_frame
 from testkit.service import ServiceProcess, StartService

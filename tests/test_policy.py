@@ -99,7 +99,7 @@ def test_a_send_blocked_for_the_send_timeout_drops_the_peer_without_a_frame() ->
     assert policy.send_expired(14.9) is None
     action = policy.send_expired(15.0)
     assert action == Close(CloseCode.ABNORMAL, "send blocked for 10s: peer not reading",
-                           "server", send_frame=False)
+                           "server", send_frame=False, cause="send_deadline")
 
 
 def test_overlapping_sends_are_timed_from_the_first() -> None:
@@ -147,11 +147,11 @@ def test_size_in_utf8_bytes_and_kind(text: str | None, code: int | None) -> None
 
 def test_the_first_close_wins_and_disconnects_say_who() -> None:
     policy = Policy(IDLE, now=0.0)
-    first = policy.close(CloseCode.GOING_AWAY, "server shutting down")
-    assert policy.close(CloseCode.INTERNAL_ERROR, "later") is first
+    first = policy.close(CloseCode.GOING_AWAY, "server shutting down", cause="shutdown")
+    assert policy.close(CloseCode.INTERNAL_ERROR, "later", cause="internal") is first
     assert policy.due(1000.0) is None  # a closed connection asks for nothing
-    assert Policy(IDLE, 0.0).disconnected(4001) == Close(4001, None, "client", False)
-    assert Policy(IDLE, 0.0).disconnected(1005) == Close(1005, None, "unknown", False)
+    assert Policy(IDLE, 0.0).disconnected(4001) == Close(4001, None, "client", False, "client")
+    assert Policy(IDLE, 0.0).disconnected(1005) == Close(1005, None, "unknown", False, "unknown")
 
 
 class _Item:

@@ -1,6 +1,8 @@
-"""The TCP connection under a WebSocket, which Granian does not let the app see.
+"""The TCP connection under a Granian WebSocket, which Granian does not let the app see.
 
-Two of Granian's habits break the close the service promises (docs/design.md):
+A shim for :mod:`service.servers.granian`, to delete when Granian gets a write timeout and
+waits for the client's close frame (docs/conformance.md has the upstream reports). Two of
+Granian's habits break the close the service promises (docs/design.md):
 
 * it has no write timeout: when a peer stops reading, the connection's Rust task waits on the
   full socket for as long as the peer keeps it open, even after the ASGI app has returned. The
@@ -26,18 +28,19 @@ import contextlib
 import logging
 import os
 import socket
-from typing import Literal
+from collections.abc import Generator
+
+from websockets.exceptions import ProtocolError
+from websockets.frames import Close, Frame, Opcode
+from websockets.streams import StreamReader
+from websockets.utils import apply_mask
+
+from service.connection import CloseAck, peer_key
 
 _FD_DIR = "/proc/self/fd"
 _log = logging.getLogger(__name__)
 
 Peer = tuple[str, int]
-CloseAck = Literal["frame", "eof", "reset", "timeout", "flood"]
-
-
-def peer_key(host: str, port: int | str) -> Peer:
-    """127.0.0.1 and ::ffff:127.0.0.1 are one peer on a dual-stack socket."""
-    return host.lower().removeprefix("::ffff:"), int(port)
 
 
 def _address(value: object) -> Peer | None:
@@ -64,12 +67,41 @@ def connection_pair(server: object, client: object) -> Pair | None:
     return ("" if local[0] in _WILDCARDS else local[0], local[1]), remote
 
 
+def _open(name: str) -> tuple[socket.socket, Peer, Peer] | None:
+    """A duplicate of descriptor ``name`` with both its addresses, if it is a connected TCP
+    socket; None otherwise (closed meanwhile, a listener, the listing's own descriptor, or
+    no descriptor left)."""
+    try:
+        if not os.readlink(f"{_FD_DIR}/{name}").startswith("socket:"):
+            return None
+        fd = os.dup(int(name))
+    except (OSError, ValueError):
+        return None
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return None
+    try:
+        if sock.type == socket.SOCK_STREAM:
+            local, remote = _address(sock.getsockname()), _address(sock.getpeername())
+            if local is not None and remote is not None:
+                return sock, local, remote
+    except OSError:
+        pass
+    sock.close()
+    return None
+
+
 def _scan(wanted: set[Pair]) -> dict[Pair, int] | None:
     """A duplicate descriptor of each wanted connection.
 
     Matching both ends is exact: a live TCP connection is the only one with that pair, so a
-    descriptor reused meanwhile cannot be mistaken for it. Costs one ``dup`` per descriptor of
-    the process (about 5 us each), shared by every request waiting for this scan. None when
+    descriptor reused meanwhile cannot be mistaken for it. Granian reports a wildcard bind
+    (``0.0.0.0``) as the local address, so such a pair matches on the port; two connections
+    from one peer address to two local addresses would then be ambiguous, and neither is
+    returned (exact or nothing). Costs one ``dup`` per descriptor of the process (about 5 us
+    each), shared by every request waiting for this scan. None when
     there is no ``/proc``; out of descriptors (EMFILE), nothing is found this time.
     """
     try:
@@ -81,39 +113,33 @@ def _scan(wanted: set[Pair]) -> dict[Pair, int] | None:
     exact = {(local, remote): (local, remote) for local, remote in wanted}
     anywhere = {(local[1], remote): (local, remote) for local, remote in wanted if not local[0]}
     found: dict[Pair, int] = {}
+    seen_local: dict[Pair, Peer] = {}
+    ambiguous: set[Pair] = set()
     for name in names:
-        if len(found) == len(wanted):
+        if len(found) == len(wanted) and not anywhere:
             break
-        try:
-            if not os.readlink(f"{_FD_DIR}/{name}").startswith("socket:"):
-                continue
-            dup = os.dup(int(name))
-        except (OSError, ValueError):
-            continue  # closed meanwhile, the listing's own descriptor, or no descriptor left
-        keep = False
-        try:
-            sock = socket.socket(fileno=dup)
-        except OSError:
-            os.close(dup)
+        opened = _open(name)
+        if opened is None:
             continue
-        try:
-            if sock.type != socket.SOCK_STREAM:
-                continue
-            try:
-                local = _address(sock.getsockname())
-                remote = _address(sock.getpeername())
-            except OSError:
-                continue  # a listener or an unconnected socket
-            if local is None or remote is None:
-                continue
-            pair = exact.get((local, remote)) or anywhere.get((local[1], remote))
-            # Not found twice: a number listed may by now be this scan's own duplicate.
-            if pair is not None and pair not in found:
-                found[pair] = sock.detach()
-                keep = True
-        finally:
-            if not keep:
-                sock.close()
+        sock, local, remote = opened
+        pair = exact.get((local, remote))
+        wild = pair is None
+        if wild:
+            pair = anywhere.get((local[1], remote))
+        if pair is None or pair in ambiguous:
+            sock.close()
+            continue
+        if pair in found:
+            sock.close()
+            # The same descriptor listed twice is this scan's own duplicate (same local
+            # address); another local address with that port and peer is a second
+            # connection the wildcard cannot tell apart: touch neither.
+            if wild and seen_local.get(pair) != local:
+                ambiguous.add(pair)
+                os.close(found.pop(pair))
+            continue
+        found[pair] = sock.detach()
+        seen_local[pair] = local
     return found
 
 
@@ -180,101 +206,70 @@ def shut_down(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-_CLIENT_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 _MAX_CLOSE_FRAME = 2 + 4 + 125
 _MAX_WALKED_FRAMES = 1_000
 """Past this many frames the walk costs more than it is worth (a flood of tiny frames):
 only the end of what arrives is looked at, as when the walk is lost."""
 
 
-def _valid_close_payload(payload: bytes) -> bool:
-    """Empty, or a status code a client may send (RFC 6455 section 7.4)."""
-    if not payload:
-        return True
-    if len(payload) < 2:
-        return False
-    code = int.from_bytes(payload[:2])
-    return (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999
-
-
 def _ends_with_close_frame(tail: bytes) -> bool:
     """Whether the bytes end with a whole masked close frame (``0x88``, ``0x80 | length``,
-    a 4-byte mask, at most 125 bytes of payload) whose unmasked status code is valid (random
-    bytes pass about once in 20,000 reads: an early end, no worse than not waiting)."""
+    a 4-byte mask, at most 125 bytes of payload) that ``websockets`` accepts (random bytes
+    pass about once in 20,000 reads: an early end, no worse than not waiting)."""
     for length in range(min(len(tail) - 6, 125) + 1):
         start = len(tail) - 6 - length
         if tail[start] != 0x88 or tail[start + 1] != 0x80 | length:
             continue
-        mask = tail[start + 2:start + 6]
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(tail[start + 6:]))
-        if _valid_close_payload(payload):
-            return True
+        try:
+            Close.parse(apply_mask(tail[start + 6:], tail[start + 2:start + 6]))
+        except (ProtocolError, UnicodeDecodeError):
+            continue
+        return True
     return False
 
 
 class _ClientFrames:
-    """Walks the frames a client sends, payloads skipped, to the end of its close frame.
+    """Walks the frames a client sends (``websockets``' parser) to the end of its close frame.
 
     It starts where Granian stopped reading, which is a frame boundary unless Granian had
-    read part of a frame (a client sending large messages); a header no client may send
-    (unmasked, reserved bits or opcode) shows that. From then on, and past
-    ``_MAX_WALKED_FRAMES``, only the end of what has arrived is looked at: the client's close
-    frame is the last thing it sends.
+    read part of a frame (a client sending large messages); a frame the parser refuses (no
+    client may send it) shows that. From then on, and past ``_MAX_WALKED_FRAMES``, only the
+    end of what has arrived is looked at: the client's close frame is the last thing it sends.
     """
 
     def __init__(self) -> None:
-        self._head = b""
-        self._skip = 0
-        self._frames = 0
-        self._closing = False
-        self._close = b""  # the close frame so far: header, mask, payload
-        self.lost = False
+        self._reader = StreamReader()
+        self._walk = self._frames()
+        next(self._walk)
         self._tail = b""
+        self.lost = False
+
+    def _frames(self) -> Generator[None, None, bool]:
+        for _ in range(_MAX_WALKED_FRAMES):
+            frame = yield from Frame.parse(self._reader.read_exact, mask=True)
+            if frame.opcode is Opcode.CLOSE:
+                Close.parse(frame.data)
+                return True
+        return False
 
     def feed(self, data: bytes) -> bool:
         """Whether a whole close frame has arrived."""
+        self._tail = (self._tail + data)[-_MAX_CLOSE_FRAME:]
         if self.lost:
-            self._tail = (self._tail + data)[-_MAX_CLOSE_FRAME:]
             return _ends_with_close_frame(self._tail)
-        view = memoryview(data)
-        while True:
-            if self._skip:
-                taken = min(self._skip, len(view))
-                self._skip -= taken
-                if self._closing:
-                    self._close += view[:taken]
-                view = view[taken:]
-                if self._skip:
-                    return False
-            if self._closing:
-                if _ends_with_close_frame(self._close):
-                    return True
-                self.lost = True  # not a client's close frame: the walk was misaligned
-                return self.feed(self._close + bytes(view))
-            if not view:
-                return False
-            head = self._head + bytes(view[:14])
-            first, second = (head[0], head[1]) if len(head) >= 2 else (0x80, 0x80)
-            if first & 0x70 or first & 0x0F not in _CLIENT_OPCODES or not second & 0x80:
-                self.lost = True
-                return self.feed(bytes(view))
-            size_bytes = {126: 2, 127: 8}.get(second & 0x7F, 0)
-            if first & 0x08 and (first & 0x80 == 0 or size_bytes):  # a control frame: whole,
-                self.lost = True                                     # at most 125 bytes
-                return self.feed(bytes(view))
-            header = 2 + size_bytes + 4
-            if len(head) < header:
-                self._head = head
-                return False
-            view = view[header - len(self._head):]
-            self._head = b""
-            self._skip = int.from_bytes(head[2:2 + size_bytes]) if size_bytes else second & 0x7F
-            self._closing = first & 0x0F == 0x8
-            self._close = head[:header] if self._closing else b""
-            self._frames += 1
-            if self._frames > _MAX_WALKED_FRAMES and not self._closing:
-                self.lost = True
-                return self.feed(bytes(view))
+        self._reader.feed_data(data)
+        try:
+            next(self._walk)
+        except StopIteration as done:
+            if done.value:
+                return True
+        except (ProtocolError, UnicodeDecodeError):
+            pass
+        else:
+            return False
+        self.lost = True  # misaligned, or too many frames: from now on, the tail
+        self._reader = StreamReader()
+        return _ends_with_close_frame(self._tail)
 
 
 LINGER_MAX_BYTES = 1 << 20

@@ -1,0 +1,184 @@
+"""uvicorn with its ``websockets-sansio`` WebSockets (``WS_SERVER=uvicorn``, the ``uvicorn``
+extra): its connection adapter, and the embedded server that serves.
+
+What uvicorn does itself that the Granian adapter has to work around: it waits for the
+client's close frame after its own (10 s at most), passes the client's close reason on,
+enforces ``ws_max_size`` while reading (1009 before the message is buffered whole), fails
+protocol errors with 1002 and invalid UTF-8 with 1007, and negotiates permessage-deflate.
+Its habits, worked around here and nowhere else:
+
+* no write timeout: a send to a peer that stops reading waits for the transport to drain,
+  and closing such a transport waits as long. A close that cannot be delivered aborts the
+  connection's transport;
+* the transport is not in the ASGI scope: the connection's protocol object owns the ASGI
+  ``receive`` callable, and an outermost ASGI wrapper files it in the scope (exactly that
+  connection; no descriptor scan);
+* a send after the peer has gone raises ``ClientDisconnected``: the receive loop sees the
+  disconnect, so a send swallows it;
+* invalid UTF-8 is logged with a traceback at ERROR: the close line says 1007, so that record
+  is dropped;
+* its own protocol pings (every 20 s by default) are off: the application heartbeat is the
+  contract, the same on every server;
+* on shutdown it closes what is still open with 1012: the service drains with 1001 first,
+  then stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, cast
+
+import uvicorn
+from litestar.enums import ScopeType
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from service.connection import CloseOutcome, Disconnect, Received, peer_key
+
+if TYPE_CHECKING:
+    from litestar import Litestar, WebSocket
+    from litestar.types import (
+        ASGIApp,
+        Receive,
+        Scope,
+        Send,
+        WebSocketReceiveEvent,
+        WebSocketSendEvent,
+    )
+
+    from service.settings import Settings
+
+_PROTOCOL = "ws_kit.uvicorn_protocol"
+_logger = logging.getLogger("service")
+
+
+class UvicornConnection:
+    __slots__ = ("_protocol", "_receive", "_send", "_socket", "headers", "peer", "server")
+
+    unknown_close_detail = "no status code: a close frame without one, or a dropped TCP connection"
+
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        self._socket = socket
+        scope = cast("dict[str, Any]", socket.scope)
+        protocol = scope.get(_PROTOCOL)
+        self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
+        self.headers = socket.headers
+        self.server = scope.get("server")
+        client = scope.get("client")
+        self.peer = peer_key(*client[:2]) if client else None
+        self._receive = socket.receive
+        self._send = socket.send
+
+    async def accept(self) -> None:
+        await self._socket.accept()
+
+    async def receive(self) -> Received:
+        event = await self._receive()
+        if event["type"] == "websocket.disconnect":
+            fields = cast("dict[str, Any]", event)
+            protocol = self._protocol
+            # websockets failed the connection itself (it sent its close frame, none came in)
+            by_server = (protocol is not None and protocol.conn.close_sent is not None
+                         and protocol.conn.close_rcvd is None)
+            return Disconnect(fields.get("code"), fields.get("reason") or None,
+                              by_server=by_server)
+        event = cast("WebSocketReceiveEvent", event)
+        text = event.get("text")
+        return text if text is not None else (event.get("bytes") or b"")
+
+    async def send_text(self, text: str) -> None:
+        event: WebSocketSendEvent = {"type": "websocket.send", "bytes": None, "text": text}
+        with contextlib.suppress(ClientDisconnected):
+            await self._send(event)
+
+    async def close(self, code: int, reason: str, *, frame: bool, budget: float) -> CloseOutcome:
+        """The close frame, then uvicorn's own close handshake; or abort the transport."""
+        if frame:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._socket.close(code, reason), budget)
+                return CloseOutcome(delivered=True)
+        protocol = self._protocol
+        if protocol is None:
+            return CloseOutcome(delivered=False, tcp="unsupported")
+        if protocol.disconnected:
+            return CloseOutcome(delivered=False, tcp="gone")
+        protocol.transport.abort()
+        return CloseOutcome(delivered=False, tcp="shut_down")
+
+
+def _expose_protocol(app: ASGIApp) -> ASGIApp:
+    """File each WebSocket's protocol object (the owner of its ``receive``) in its scope."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.WEBSOCKET:
+            cast("dict[str, Any]", scope)[_PROTOCOL] = getattr(receive, "__self__", None)
+        await app(scope, receive, send)
+
+    return asgi
+
+
+class _Utf8Traceback(logging.Filter):
+    """Drops uvicorn's traceback for invalid UTF-8 from a client: the close line says 1007."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Invalid UTF-8 sequence received")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handlers (the service drains first), and with a
+    ready line once it listens."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            config = self.config
+            _logger.info("ready: serving on http://%s:%d", config.host, config.port)
+
+
+class UvicornAdapter:
+    name = "uvicorn"
+    # Measured: docs/benchmarks.md (idle heartbeating WebSockets, permessage-deflate off).
+    idle_connection_bytes = 48 * 1024
+
+    def message_buffer(self, settings: Settings) -> tuple[int, str]:
+        limit = settings.ws_max_message_bytes
+        return limit, f"uvicorn enforces WS_MAX_MESSAGE_BYTES={limit} while reading (1009)"
+
+    def connect(self, socket: WebSocket[Any, Any, Any]) -> UvicornConnection:
+        return UvicornConnection(socket)
+
+    async def serve(self, app: Litestar, settings: Settings, stop: asyncio.Event,
+                    drain: Callable[[], Awaitable[None]]) -> None:
+        logging.getLogger("uvicorn.error").addFilter(_Utf8Traceback())
+        config = uvicorn.Config(
+            _expose_protocol(app), host=settings.host, port=settings.port,
+            ws="websockets-sansio", ws_max_size=settings.ws_max_message_bytes,
+            ws_ping_interval=None, ws_ping_timeout=None,
+            backlog=settings.listen_backlog, log_config=None, access_log=False,
+            log_level=settings.log_level, lifespan="on",
+            timeout_graceful_shutdown=max(1, round(settings.ws_shutdown_timeout)),
+        )
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():  # the server failed on its own (it logged why)
+            stopping.cancel()
+            serving.result()
+            if not server.started:
+                raise SystemExit(1)
+            return
+        await drain()
+        server.should_exit = True
+        await serving
+
+
+def adapter(settings: Settings) -> UvicornAdapter:
+    return UvicornAdapter()
