@@ -10,17 +10,35 @@ from testkit.service import SHORT_INTERVALS, ServiceProcess, StartService
 from testkit.service import start_service as launch
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module's ``ON_SERVERS`` runs each of its tests that starts the service on each."""
+    servers = getattr(metafunc.module, "ON_SERVERS", None)
+    only = metafunc.definition.get_closest_marker("server")
+    if only is not None:
+        servers = only.args
+    if servers and "ws_server" in metafunc.fixturenames:
+        metafunc.parametrize("ws_server", servers, indirect=True)
+
+
 @pytest.fixture
-def start_service() -> Iterator[StartService]:
+def ws_server(request: pytest.FixtureRequest) -> str:
+    """The server ``ws-service`` embeds (``WS_SERVER``): Granian, unless the module's
+    ``ON_SERVERS`` lists several."""
+    return str(getattr(request, "param", "granian"))
+
+
+@pytest.fixture
+def start_service(ws_server: str) -> Iterator[StartService]:
     """Start ``ws-service`` with the given environment; every process is stopped afterwards.
 
-    Heartbeat intervals default to short ones (0.4 s, timeout 0.2 s) unless given.
+    Heartbeat intervals default to short ones (0.4 s, timeout 0.2 s) unless given; the server
+    is ``ws_server``'s unless ``WS_SERVER`` is given.
     """
     started: list[ServiceProcess] = []
 
     def start(argv: list[str] | None = None, ready: str | None = "ready: serving on",
               **env: str) -> ServiceProcess:
-        proc = launch({**SHORT_INTERVALS, **env}, argv, ready=None)
+        proc = launch({**SHORT_INTERVALS, "WS_SERVER": ws_server, **env}, argv, ready=None)
         started.append(proc)
         if ready:
             proc.wait_for_line(ready, timeout=20)

@@ -1,4 +1,5 @@
-"""The service on real Granian: the seed's transcripts, keep-alive, policy, bad input, close."""
+"""The service on each real server (Granian, uvicorn): the seed's transcripts, keep-alive,
+policy, bad input, close. The same contract on both: that is what the adapters are for."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from service.messages import SERVER_MESSAGES, Echo, HealthStatus, Heartbeat, Wel
 from testkit.paths import VENV_BIN
 from testkit.ports import free_port, wait_for_port
 from testkit.service import ServiceProcess, StartService, service_env
+
+ON_SERVERS = ("granian", "uvicorn")  # every test that starts the service runs on each
 
 T = TypeVar("T")
 CLIENT_ID = r"^{}_\d{{13}}_\d{{5}}$"
@@ -277,8 +280,10 @@ def test_send_that_blocks_drops_the_peer(start_service: StartService) -> None:
     service = start_service(WS_SEND_TIMEOUT="0.5", WS_MAX_MESSAGE_BYTES="65536")
 
     async def scenario() -> None:
-        # max_queue=1: the client stops reading its socket, so the server's sends back up.
-        async with connect(f"{service.ws}/ws", max_queue=1, close_timeout=1) as ws:
+        # max_queue=1: the client stops reading its socket, so the server's sends back up
+        # (uncompressed: permessage-deflate, where negotiated, would shrink them to nothing).
+        async with connect(f"{service.ws}/ws", max_queue=1, close_timeout=1,
+                           compression=None) as ws:
             payload = json.dumps({"type": "bulk", "data": "x" * 60_000})
 
             async def flood() -> None:
@@ -450,7 +455,7 @@ def test_binary_frame_closes_with_1003(service: ServiceProcess) -> None:
     assert "binary frames are unsupported; use text" in closed.rcvd.reason
 
 
-def test_oversized_message_closes_with_1009(start_service: StartService) -> None:
+def test_oversized_message_closes_with_1009(start_service: StartService, ws_server: str) -> None:
     service = start_service(WS_MAX_MESSAGE_BYTES="1024")
 
     async def scenario(text: str) -> ConnectionClosed | dict[str, Any]:
@@ -472,7 +477,14 @@ def test_oversized_message_closes_with_1009(start_service: StartService) -> None
     assert close_code(over) == 1009
     assert over.rcvd is not None
     assert len(over.rcvd.reason.encode()) <= 123
-    assert "WS_MAX_MESSAGE_BYTES=1024" in over.rcvd.reason
+    logged = service.wait_for_line(r'"event":"close".*"code":1009')
+    line = json.loads(logged.split("WS_DIAGNOSTICS ", 1)[1])
+    if ws_server == "granian":  # the service refuses the message once Granian has read it
+        assert "WS_MAX_MESSAGE_BYTES=1024" in over.rcvd.reason
+        assert line["cause"] == "too_big"
+    else:  # uvicorn's websockets refuses the frame while reading, before the app sees it
+        assert over.rcvd.reason == "frame exceeds limit of 1024 bytes"
+        assert (line["cause"], line["closed_by"]) == ("protocol", "server")
 
 
 # --- Shutdown ------------------------------------------------------------------------------
@@ -532,6 +544,7 @@ def test_port_in_use_is_a_clear_error(service: ServiceProcess) -> None:
     assert f"cannot listen on HOST=127.0.0.1 PORT={service.port}" in result.stderr
 
 
+@pytest.mark.server("granian")
 def test_plain_granian_factory_run(start_service: StartService) -> None:
     """The design card's local ``granian`` run serves the same app (without the 1001 shutdown)."""
     port = free_port()

@@ -162,7 +162,8 @@ class UvicornAdapter:
             ws="websockets-sansio", ws_max_size=settings.ws_max_message_bytes,
             ws_ping_interval=None, ws_ping_timeout=None,
             backlog=settings.listen_backlog, log_config=None, access_log=False,
-            log_level=settings.log_level, lifespan="on",
+            # Its per-connection INFO lines ("connection open") would double the service's own.
+            log_level="debug" if settings.log_level == "debug" else "warning", lifespan="on",
             timeout_graceful_shutdown=max(1, round(settings.ws_shutdown_timeout)),
         )
         server = _Server(config)
