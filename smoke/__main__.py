@@ -1,4 +1,5 @@
-"""``ws-smoke [URL] [options]`` runs the checks; ``ws-smoke watch [URL]`` watches /ws/health.
+"""``ws-smoke [URL] [options]`` runs the checks; ``ws-smoke watch [URL]`` watches /ws/health;
+``ws-smoke conformance URL`` holds any WebSocket endpoint to RFC 6455 (docs/conformance.md).
 
 Exit status: 0 all checks passed, 1 a check failed, 2 usage error or target unreachable.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from smoke import __version__
 from smoke.report import render_text, write_json, write_junit
-from smoke.runner import EXIT_UNREACHABLE, run_checks
+from smoke.runner import EXIT_OK, EXIT_UNREACHABLE, run_checks
 from smoke.target import (
     DEFAULT_URL,
     Options,
@@ -73,7 +74,8 @@ def check_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ws-smoke",
         description="Smoke-check a WebSocket deployment (/health, /ws/echo, /ws/health, /ws) "
-                    "and diagnose failures. Subcommand: 'ws-smoke watch URL'.",
+                    "and diagnose failures. Subcommands: 'ws-smoke watch URL', "
+                    "'ws-smoke conformance URL'.",
         epilog="exit status: 0 all passed, 1 a check failed, 2 usage error or unreachable",
     )
     _common(p)
@@ -139,6 +141,114 @@ def watch_parser() -> argparse.ArgumentParser:
                    help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 or :: for "
                         "a scraper on another host)")
     return p
+
+
+def conformance_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ws-smoke conformance",
+        description="Hold any WebSocket endpoint to RFC 6455: numbered cases in the Autobahn "
+                    "suite's categories (framing, pings, reserved bits, opcodes, masking, "
+                    "fragmentation, UTF-8, close handling, limits, permessage-deflate), each "
+                    "with the RFC's expected outcome, what the server did and a verdict "
+                    "(pass, non-strict, fail, informational). docs/conformance.md lists them.",
+        epilog="exit status: 0 no case failed, 1 a case failed, 2 usage error or unreachable",
+    )
+    p.add_argument("url", nargs="?",
+                   help="the echo endpoint itself (ws://, wss://, http://, https://; "
+                        "e.g. ws://127.0.0.1:9000/ws/echo)")
+    p.add_argument("--case", action="append", nargs="+", default=[], metavar="ID",
+                   help="run only these cases, or groups (7, 7.1); repeatable")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--echo", choices=("auto", "raw", "json"), default="auto",
+                   help="how the endpoint echoes: raw (the same bytes back), json (a JSON "
+                        "reply containing the JSON object sent, as /ws/echo), or auto: "
+                        "decided from a probe message (default)")
+    p.add_argument("--oversize", type=_positive_int, default=(1 << 20) + 1, metavar="BYTES",
+                   help="size of the oversize messages of cases 9.1 and 9.2 (default 1 MiB "
+                        "+ 1: past the websockets library's default limit)")
+    p.add_argument("--timeout", type=_positive, default=5.0, metavar="S",
+                   help="each wait of a case: handshake, reply, close, end of TCP (default 5)")
+    p.add_argument("--origin", help="Origin header to send (default: none)")
+    p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="extra handshake header, repeatable (e.g. Authorization)")
+    p.add_argument("--cacert", metavar="FILE",
+                   help="trust only the CA certificate(s) in this PEM file (wss://)")
+    p.add_argument("-k", "--insecure", action="store_true",
+                   help="do not verify certificates (wss://); the report says so")
+    p.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDRESS",
+                   help="connect to ADDRESS for HOST:PORT, as curl --resolve")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write the report as JUnit XML")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _conformance(argv: Sequence[str]) -> int:
+    # Only this mode needs them.
+    from smoke.conformance import cases as conformance_cases  # noqa: PLC0415
+    from smoke.conformance import report as conformance_report  # noqa: PLC0415
+    from smoke.conformance.client import ClientSettings, parse_endpoint  # noqa: PLC0415
+    from smoke.conformance.run import Unreachable, run_conformance  # noqa: PLC0415
+    from smoke.tls import client_context  # noqa: PLC0415
+
+    parser = conformance_parser()
+    args = parser.parse_args(argv)
+    ids = [i for group in args.case for i in group]
+    if args.list:
+        for c in conformance_cases.select(ids):
+            print(f"{c.id:<6} {c.category:<16} {c.title} -> {c.expected} "
+                  f"({conformance_report.rfc_ref(c.rfc)})")
+        return EXIT_OK
+    try:
+        if not args.url:
+            raise UsageError("the URL of an echo endpoint is required (e.g. "
+                             "ws://127.0.0.1:9000/ws/echo)")
+        endpoint = parse_endpoint(args.url)
+        if args.cacert and args.insecure:
+            raise UsageError("--cacert and --insecure contradict each other: choose one")
+        if missing := conformance_cases.unknown(ids):
+            raise UsageError(f"no such case: {', '.join(missing)} (--list shows them)")
+        resolve = [parse_resolve(r) for r in args.resolve]
+        address = next((a for h, p, a in resolve
+                        if h == endpoint.host.lower() and p == endpoint.port), None)
+        context = None
+        if endpoint.secure:
+            try:
+                context = client_context(Options(cacert=args.cacert, insecure=args.insecure))
+            except (OSError, ssl.SSLError) as exc:
+                raise UsageError(f"--cacert {args.cacert}: not a readable PEM CA file "
+                                 f"({exc})") from None
+        settings = ClientSettings(
+            origin=args.origin, headers=tuple(parse_header(h) for h in args.header),
+            timeout=args.timeout, ssl_context=context, address=address)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"ws-smoke conformance: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    try:
+        report = asyncio.run(run_conformance(
+            endpoint, settings, conformance_cases.select(ids),
+            echo=None if args.echo == "auto" else args.echo, oversize=args.oversize))
+    except Unreachable as exc:
+        print(f"ws-smoke conformance: {endpoint.url}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except Exception as exc:  # a bug in this tool: say so, and do not exit 1 (a case failed)
+        print(f"ws-smoke conformance: internal error: {exc!r}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.insecure:
+        report.warnings.append("--insecure: certificates are NOT verified")
+    print(conformance_report.render_text(report), flush=True)
+    if args.json:
+        conformance_report.write_json(report, args.json)
+    if args.junit:
+        conformance_report.write_junit(report, args.junit)
+    return report.exit_code
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -225,7 +335,9 @@ def _watch(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    code = _watch(args[1:]) if args[:1] == ["watch"] else _check(args)
+    modes = {"watch": _watch, "conformance": _conformance}
+    mode = modes.get(args[0]) if args else None
+    code = mode(args[1:]) if mode is not None else _check(args)
     sys.exit(code)
 
 
