@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Before anything listens: a cap the descriptor limit cannot hold stops start-up here.
     capacity = ensure_descriptors(settings)
     server = load_server(settings)
+    _log.info("server: %s (WS_SERVER)", server.name)
     _log.info("%s", capacity.describe(settings))
     _log.info("%s", memory_bound(settings, capacity, server))
     registry = Registry()

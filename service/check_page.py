@@ -22,7 +22,7 @@ import msgspec
 from litestar import MediaType, Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 
-from service.codes import CloseCode
+from service.codes import CloseCode, close_code_name
 from service.origin import origin_of
 from service.settings import Settings
 
@@ -70,7 +70,7 @@ def render(settings: Settings, public_base_url: str | None = None) -> str:
         allowed_origins=list(settings.allowed_origins),
         any_origin=settings.any_origin,
         auth_required=bool(settings.ws_auth_token),
-        close_codes={str(int(code)): code.meaning for code in CloseCode},
+        close_codes={str(int(code)): close_code_name(code) for code in CloseCode},
     )
     # "<" escaped so no value can end the data block early.
     blob = msgspec.json.encode(data).decode().replace("<", "\\u003c")

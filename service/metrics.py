@@ -8,13 +8,12 @@ or per connection: :class:`ServiceCollector` walks the registry when ``/metrics`
 (in the event loop, so it sees a consistent picture), which costs O(open connections).
 
 Heartbeat lateness (how long after its grid time a heartbeat was handed to the sender: the
-scheduler's tick plus event-loop lag) is a :class:`Buckets` of plain ints, bumped once per
-heartbeat and exposed as a histogram.
+scheduler's tick plus event-loop lag) is the scheduler's :class:`~service.scheduler.Buckets` of
+plain ints, bumped once per heartbeat and exposed as a histogram.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, get_args
 
@@ -34,17 +33,13 @@ if TYPE_CHECKING:
     from service.registry import Registry
     from service.scheduler import Scheduler
 
-__all__ = ["CONTENT_TYPE", "LATENESS_BUCKETS", "MEDIA_TYPE", "Buckets", "ServiceCollector",
-           "metrics_registry", "render"]
+__all__ = ["CONTENT_TYPE", "MEDIA_TYPE", "ServiceCollector", "metrics_registry", "render"]
+
 
 # The text format every Prometheus 2.x reads (the names here need no UTF-8 escaping), as
 # ``text/plain; version=0.0.4; charset=utf-8``; Litestar appends the charset to MEDIA_TYPE.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MEDIA_TYPE = CONTENT_TYPE.removesuffix("; charset=utf-8")
-
-# Seconds. The scheduler ticks every 5-20 ms, so a healthy process sits in the first buckets;
-# the long tail is an event loop blocked by something (or a starved CPU).
-LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 CLOSE_ACKS = get_args(CloseAck)
 
@@ -56,29 +51,6 @@ REFUSAL_REASONS = {
     "connection cap reached": "cap",
     "draining": "draining",
 }
-
-
-class Buckets:
-    """A histogram's state in plain numbers: per-bucket counts (not cumulative), sum, count."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...] = LATENESS_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # le: a value on a bound counts in
-        self.sum += value
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """(le, cumulative count) pairs, +Inf last, as HistogramMetricFamily takes them."""
-        running, out = 0, []
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            running += count
-            out.append((bound, float(running)))
-        return out
 
 
 class ServiceCollector(Collector):

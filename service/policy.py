@@ -153,8 +153,8 @@ class Policy:
         if by_server:
             return self.close(code or CloseCode.PROTOCOL_ERROR, reason, send_frame=False,
                               cause="protocol")
-        if code is None or code == CloseCode.NO_STATUS:
-            return self.close(CloseCode.NO_STATUS, reason, by="unknown", send_frame=False,
+        if code is None or code == CloseCode.NO_STATUS_RCVD:
+            return self.close(CloseCode.NO_STATUS_RCVD, reason, by="unknown", send_frame=False,
                               cause="unknown")
         return self.close(code, reason, by="client", send_frame=False, cause="client")
 
@@ -172,7 +172,7 @@ class Policy:
         since = self.send_since
         if since is not None and now - since >= self.limits.send_timeout:
             return self.close(
-                CloseCode.ABNORMAL,
+                CloseCode.ABNORMAL_CLOSURE,
                 f"send blocked for {self.limits.send_timeout:g}s: peer not reading",
                 send_frame=False, cause="send_deadline",
             )

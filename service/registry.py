@@ -105,7 +105,7 @@ class Registry:
         totals.heartbeats += session.ping_count
         close = session.closed
         key = ((int(close.code), close.by) if close is not None
-               else (int(CloseCode.ABNORMAL), "unknown"))
+               else (int(CloseCode.ABNORMAL_CLOSURE), "unknown"))
         totals.closes[key] = totals.closes.get(key, 0) + 1
         if session.close_ack is not None:
             totals.close_acks[session.close_ack] = totals.close_acks.get(session.close_ack, 0) + 1

@@ -15,12 +15,38 @@ import contextlib
 import logging
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Protocol
 
-from service.metrics import Buckets
-
 logger = logging.getLogger(__name__)
+
+# Seconds. The scheduler ticks every 5-20 ms, so a healthy process sits in the first buckets;
+# the long tail is an event loop blocked by something (or a starved CPU).
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Buckets:
+    """A histogram's state in plain numbers: per-bucket counts (not cumulative), sum, count."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENESS_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: a value on a bound counts in
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) pairs, +Inf last, as HistogramMetricFamily takes them."""
+        running, out = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
 
 
 class Timed(Protocol):

@@ -290,6 +290,7 @@ class Session:
             duration_s=round(self.age, 3), messages_in=self.messages_in,
             messages_out=self.messages_out, heartbeats_sent=self.policy.ping_count,
             pongs_received=self.policy.pong_count,
-            level=(logging.WARNING if close.code in (CloseCode.ABNORMAL, CloseCode.INTERNAL_ERROR)
+            level=(logging.WARNING
+                   if close.code in (CloseCode.ABNORMAL_CLOSURE, CloseCode.INTERNAL_ERROR)
                    else logging.INFO),
         )

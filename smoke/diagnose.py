@@ -93,7 +93,7 @@ class Fact:
     @property
     def dropped(self) -> bool:
         """A 1006: the connection ended without a close frame."""
-        return self.ev.close_code == CloseCode.ABNORMAL and self.ev.closed_by == "network"
+        return self.ev.close_code == CloseCode.ABNORMAL_CLOSURE and self.ev.closed_by == "network"
 
     @property
     def interval_text(self) -> str:
@@ -294,7 +294,7 @@ RULES: tuple[Rule, ...] = (
                "log (`grep WS_DIAGNOSTICS`) at that time")),
     Rule("server_closed",
          lambda f: (f.ev.close_code is not None and f.ev.closed_by == "server"
-                    and f.ev.close_code != CloseCode.NORMAL),
+                    and f.ev.close_code != CloseCode.NORMAL_CLOSURE),
          lambda f: f"The server closed the connection: {f.ev.summary()}",
          lambda f: "`grep WS_DIAGNOSTICS` in the server log for this client's close event"
                    + ("; 1001 means a restart or deploy: reconnect and retry"

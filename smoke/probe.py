@@ -164,7 +164,7 @@ class Probe:
             ev.close_reason = exc.rcvd.reason
             ev.closed_by = "server" if exc.rcvd_then_sent is not False else "client"
         else:
-            ev.close_code = CloseCode.ABNORMAL
+            ev.close_code = CloseCode.ABNORMAL_CLOSURE
             ev.close_reason = ""
             ev.closed_by = "network"
 
@@ -178,7 +178,7 @@ class Probe:
         ev.age_at_close_s = round(self.age, 3)
         ev.idle_at_close_s = round(time.monotonic() - self.last_received, 3)
         rcvd = ws.protocol.close_rcvd
-        ev.close_code = rcvd.code if rcvd is not None else CloseCode.ABNORMAL
+        ev.close_code = rcvd.code if rcvd is not None else CloseCode.ABNORMAL_CLOSURE
         ev.close_reason = rcvd.reason if rcvd is not None else ""
         ev.closed_by = "client"
 

@@ -40,7 +40,8 @@ async def _greeting_without_origin(target: Target, options: Options) -> HealthSt
 
 def _abnormal_close(result: CheckResult) -> bool:
     ev = result.evidence
-    return ev is not None and ev.close_code == CloseCode.ABNORMAL and ev.closed_by == "network"
+    return (ev is not None and ev.close_code == CloseCode.ABNORMAL_CLOSURE
+            and ev.closed_by == "network")
 
 
 async def _recheck_after_drop(suite: Suite, results: list[CheckResult]) -> None:

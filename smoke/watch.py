@@ -346,7 +346,7 @@ def diagnosis_code(ev: Evidence, target: Target, options: Options,
 async def _diagnose_drop(ev: Evidence, target: Target, options: Options, tally: Tally) -> str:
     """The drop's diagnosis code, told to the exporter. A 1006 alone cannot tell a dead
     backend from a proxy's cut, so after one ``GET /health`` is asked first."""
-    if ev.close_code == CloseCode.ABNORMAL and ev.closed_by == "network":
+    if ev.close_code == CloseCode.ABNORMAL_CLOSURE and ev.closed_by == "network":
         await ask_after_drop(options, target.http("/health"), [ev])
     code = diagnosis_code(ev, target, options, tally.ping_interval)
     if tally.metrics is not None:

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 
 from service.app import create_app
 from service.check_page import PATH, template
-from service.codes import CloseCode
+from service.codes import CloseCode, close_code_name
 from service.origin import origin_of
 from service.settings import load_settings
 from testkit.service import StartService
@@ -89,7 +89,7 @@ def test_page_carries_what_the_service_knows_and_a_browser_cannot_see() -> None:
     assert data["any_origin"] is False
     assert data["auth_required"] is True
     assert "s3cret" not in page
-    assert data["close_codes"] == {str(int(c)): c.meaning for c in CloseCode}
+    assert data["close_codes"] == {str(int(c)): close_code_name(c) for c in CloseCode}
     assert '<script id="ws-check-server" type="application/json">{}</script>' in template()
 
 

@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from service.metrics import CONTENT_TYPE, LATENESS_BUCKETS, Buckets
+from service.metrics import CONTENT_TYPE
+from service.scheduler import LATENESS_BUCKETS, Buckets
 from smoke.exporter import WatchMetrics
 from testkit.nginx import Nginx
 from testkit.ports import free_port

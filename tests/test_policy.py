@@ -98,7 +98,7 @@ def test_a_send_blocked_for_the_send_timeout_drops_the_peer_without_a_frame() ->
     policy.send_started(5.0)
     assert policy.send_expired(14.9) is None
     action = policy.send_expired(15.0)
-    assert action == Close(CloseCode.ABNORMAL, "send blocked for 10s: peer not reading",
+    assert action == Close(CloseCode.ABNORMAL_CLOSURE, "send blocked for 10s: peer not reading",
                            "server", send_frame=False, cause="send_deadline")
 
 

@@ -90,7 +90,7 @@ async def _echo_steps(run: Run, probe: Probe) -> None:
         rec.add("normal_close", "fail", started, f"close failed: {exc!r}", probe.evidence)
         return
     ev = probe.evidence
-    ok = ev.close_code == CloseCode.NORMAL
+    ok = ev.close_code == CloseCode.NORMAL_CLOSURE
     rec.add("normal_close", "pass" if ok else "fail", started,
             "server answered our close with 1000" if ok else
             f"server answered our close with {ev.close_code}: {ev.summary()}", ev)

@@ -207,7 +207,7 @@ async def _sustained_end(run: Run, probe: Probe, beats: _Beats) -> None:
                 ev)
         return
     problems = [number_error] if number_error else []
-    if ev.close_code != CloseCode.NORMAL:
+    if ev.close_code != CloseCode.NORMAL_CLOSURE:
         problems.append(f"close answered with {ev.close_code}")
     summary = (f"connected {ev.age_at_close_s or 0:.1f}s, {ev.heartbeats_received} "
               f"heartbeats (server ping_count={status_msg.ping_count}), max gap "
