@@ -29,19 +29,19 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server.embed import Server
 
-from service.connection import CloseOutcome, Disconnect, Received, peer_key
+from service.connection import CloseOutcome
+from service.servers.asgi import AsgiConnection
 from service.servers.granian_tcp import Sockets, connection_pair, linger, shut_down
 
 if TYPE_CHECKING:
     from litestar import Litestar, WebSocket
-    from litestar.types import WebSocketReceiveEvent, WebSocketSendEvent
 
     from service.settings import Settings
 
@@ -52,9 +52,8 @@ most: finding the descriptor, the close and the linger share the close's budget)
 _logger = logging.getLogger("service")
 
 
-class GranianConnection:
-    __slots__ = ("_pair", "_receive", "_send", "_socket", "_sockets", "headers", "peer",
-                 "server")
+class GranianConnection(AsgiConnection):
+    __slots__ = ("_pair", "_sockets")
 
     unknown_close_detail = (
         "no status code: a close frame without one, a dropped TCP connection "
@@ -62,32 +61,10 @@ class GranianConnection:
     )
 
     def __init__(self, socket: WebSocket[Any, Any, Any], sockets: Sockets) -> None:
-        self._socket = socket
+        super().__init__(socket)
         self._sockets = sockets
-        scope = socket.scope
-        self.headers = socket.headers
-        self.server = scope.get("server")
-        client = scope.get("client")
-        self.peer = peer_key(*client[:2]) if client else None
         # The server's address from the scope, not PORT: a plain `granian --port` run too.
-        self._pair = connection_pair(self.server, client)
-        self._receive = socket.receive
-        self._send = socket.send
-
-    async def accept(self) -> None:
-        await self._socket.accept()
-
-    async def receive(self) -> Received:
-        event = await self._receive()
-        if event["type"] == "websocket.disconnect":
-            return Disconnect(cast("dict[str, Any]", event).get("code"))
-        event = cast("WebSocketReceiveEvent", event)
-        text = event.get("text")
-        return text if text is not None else (event.get("bytes") or b"")
-
-    async def send_text(self, text: str) -> None:
-        event: WebSocketSendEvent = {"type": "websocket.send", "bytes": None, "text": text}
-        await self._send(event)
+        self._pair = connection_pair(self.server, socket.scope.get("client"))
 
     async def close(self, code: int, reason: str, *, frame: bool, budget: float) -> CloseOutcome:
         """Deliver the close, and end the TCP connection without a reset.

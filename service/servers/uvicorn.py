@@ -36,18 +36,12 @@ from litestar.enums import ScopeType
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from service.connection import CloseOutcome, Disconnect, Received, peer_key
+from service.connection import CloseOutcome, Disconnect
+from service.servers.asgi import AsgiConnection
 
 if TYPE_CHECKING:
     from litestar import Litestar, WebSocket
-    from litestar.types import (
-        ASGIApp,
-        Receive,
-        Scope,
-        Send,
-        WebSocketReceiveEvent,
-        WebSocketSendEvent,
-    )
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
     from service.settings import Settings
 
@@ -55,44 +49,26 @@ _PROTOCOL = "ws_kit.uvicorn_protocol"
 _logger = logging.getLogger("service")
 
 
-class UvicornConnection:
-    __slots__ = ("_protocol", "_receive", "_send", "_socket", "headers", "peer", "server")
+class UvicornConnection(AsgiConnection):
+    __slots__ = ("_protocol",)
 
     unknown_close_detail = "no status code: a close frame without one, or a dropped TCP connection"
 
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
-        self._socket = socket
-        scope = cast("dict[str, Any]", socket.scope)
-        protocol = scope.get(_PROTOCOL)
+        super().__init__(socket)
+        protocol = cast("dict[str, Any]", socket.scope).get(_PROTOCOL)
         self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
-        self.headers = socket.headers
-        self.server = scope.get("server")
-        client = scope.get("client")
-        self.peer = peer_key(*client[:2]) if client else None
-        self._receive = socket.receive
-        self._send = socket.send
 
-    async def accept(self) -> None:
-        await self._socket.accept()
-
-    async def receive(self) -> Received:
-        event = await self._receive()
-        if event["type"] == "websocket.disconnect":
-            fields = cast("dict[str, Any]", event)
-            protocol = self._protocol
-            # websockets failed the connection itself (it sent its close frame, none came in)
-            by_server = (protocol is not None and protocol.conn.close_sent is not None
-                         and protocol.conn.close_rcvd is None)
-            return Disconnect(fields.get("code"), fields.get("reason") or None,
-                              by_server=by_server)
-        event = cast("WebSocketReceiveEvent", event)
-        text = event.get("text")
-        return text if text is not None else (event.get("bytes") or b"")
+    def disconnect(self, event: dict[str, Any]) -> Disconnect:
+        protocol = self._protocol
+        # websockets failed the connection itself (it sent its close frame, none came in)
+        by_server = (protocol is not None and protocol.conn.close_sent is not None
+                     and protocol.conn.close_rcvd is None)
+        return Disconnect(event.get("code"), event.get("reason") or None, by_server=by_server)
 
     async def send_text(self, text: str) -> None:
-        event: WebSocketSendEvent = {"type": "websocket.send", "bytes": None, "text": text}
         with contextlib.suppress(ClientDisconnected):
-            await self._send(event)
+            await super().send_text(text)
 
     async def close(self, code: int, reason: str, *, frame: bool, budget: float) -> CloseOutcome:
         """The close frame, then uvicorn's own close handshake; or abort the transport."""
