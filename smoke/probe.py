@@ -7,10 +7,11 @@ Server messages are decoded with the service's own wire Structs (``service.messa
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import ssl
 import time
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 import websockets
@@ -37,6 +38,18 @@ DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     path: msgspec.json.Decoder(union) for path, union in SERVER_MESSAGES.items()
 }
 _encode = msgspec.json.Encoder().encode
+
+
+EchoT = TypeVar("EchoT", Echo, WsEcho)
+
+
+def _echoed(message: object) -> bytes | None:
+    """What an echo carries back: ``/ws/echo``'s ``original``, ``/ws``'s ``data``."""
+    if isinstance(message, Echo):
+        return bytes(message.original)
+    if isinstance(message, WsEcho):
+        return bytes(message.data)
+    return None
 
 
 class ProbeError(Exception):
@@ -205,13 +218,23 @@ class Probe:
         if self.endpoint != "/ws/health":
             self._pongs_sent.append(data)
 
+    async def round_trip(self, message_type: str, kind: type[EchoT], deadline: float,
+                         ) -> tuple[bytes, EchoT]:
+        """Send ``{"type": message_type, "data": <nonce>}`` and read its echo (``kind``),
+        which must carry the message back unchanged (else a ``mismatch`` ProbeError)."""
+        sent = await self.send({"type": message_type, "data": secrets.token_hex(8)})
+        echo: EchoT = await self.recv_until(kind, deadline)
+        got = _echoed(echo)
+        if got is None or msgspec.json.decode(got) != msgspec.json.decode(sent):
+            self.evidence.error = "mismatch"
+            field = "original" if isinstance(echo, Echo) else "data"
+            raise ProbeError(f"{field} {(got or b'')[:80]!r} does not match sent {sent[:80]!r}")
+        return sent, echo
+
     def _echoed_pong(self, message: Any) -> bool:
         """An echo of a pong this probe sent: not a reply to anything the check asked."""
-        if isinstance(message, Echo):
-            raw = bytes(message.original)
-        elif isinstance(message, WsEcho):
-            raw = bytes(message.data)
-        else:
+        raw = _echoed(message)
+        if raw is None:
             return False
         try:
             decoded = msgspec.json.decode(raw)

@@ -15,24 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from smoke.conformance.frames import build_frame
+
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
 
 def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    size = len(payload)
-    bit = 0x80 if mask else 0
-    if size < 126:
-        header = struct.pack("!BB", first, bit | size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", first, bit | 126, size)
-    else:
-        header = struct.pack("!BBQ", first, bit | 127, size)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return header + key + masked
+    """One frame, as a client sends it (masked) or as no client may (``mask=False``)."""
+    return build_frame(opcode, payload, fin=fin, mask=mask)
 
 
 @dataclass

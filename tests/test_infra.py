@@ -88,13 +88,18 @@ def _changed_lines(a: Path, b: Path) -> list[tuple[str, str]]:
     return [(x, y) for x, y in zip(old, new, strict=True) if x != y]
 
 
+def _render_with_and_without(tmp_path: Path, extra_vars: str) -> tuple[Path, Path]:
+    """The site rendered at the defaults, and again with ``extra_vars`` (JSON)."""
+    base, changed = tmp_path / "base", tmp_path / "changed"
+    for out, args in ((base, []), (changed, ["-e", extra_vars])):
+        proc = _render(out, *args)
+        assert proc.returncode == 0, _tail(proc)
+    return base, changed
+
+
 @pytest.mark.timeout(300)
 def test_ping_interval_alone_changes_env_file_and_nginx_timeout(tmp_path: Path) -> None:
-    base, changed = tmp_path / "base", tmp_path / "changed"
-    proc = _render(base)
-    assert proc.returncode == 0, _tail(proc)
-    proc = _render(changed, "-e", '{"ws_ping_interval": 45}')
-    assert proc.returncode == 0, _tail(proc)
+    base, changed = _render_with_and_without(tmp_path, '{"ws_ping_interval": 45}')
 
     # Defaults 30/10: 30 + 10 + max(5, 15) = 55 s. Interval 45: 45 + 10 + 22.5 -> 78 s.
     assert "proxy_read_timeout 55s;" in (base / "nginx.conf").read_text()
@@ -117,11 +122,7 @@ def _directive(text: str, name: str) -> int:
 
 @pytest.mark.timeout(300)
 def test_capacity_is_one_number_and_every_limit_follows_the_services_rule(tmp_path: Path) -> None:
-    base, doubled = tmp_path / "base", tmp_path / "doubled"
-    proc = _render(base)
-    assert proc.returncode == 0, _tail(proc)
-    proc = _render(doubled, "-e", '{"api_max_connections": 12000}')
-    assert proc.returncode == 0, _tail(proc)
+    base, doubled = _render_with_and_without(tmp_path, '{"api_max_connections": 12000}')
     for out, per_host in ((base, 6000), (doubled, 12000)):
         # Two instances per render host: each takes half, and its unit's LimitNOFILE is what the
         # service itself computes for that share (service/limits.py, the same rule).
@@ -305,16 +306,21 @@ def test_contract_breach_fails_naming_host_and_variable_before_any_change(
     assert set(_changed_counts(output)) == {0}, _tail(proc)
 
 
+def _failed_saying(proc: subprocess.CompletedProcess[str], message: str) -> str:
+    """The run's output, once it is known to have failed with ``message`` (any wrapping)."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, _tail(proc)
+    assert message in " ".join(output.split()), _tail(proc)
+    return output
+
+
 @pytest.mark.timeout(300)
 def test_contract_breach_hides_the_token(tmp_path: Path) -> None:
     variables = {"render-api2": {"ws_auth_token": "s3cret-api"}}
     proc = _render(tmp_path / "out", inventory=_inventory(tmp_path, variables))
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, _tail(proc)
-    assert (
-        "api host 'render-api2' has ws_auth_token=(hidden) where 'render-nginx' has "
-        "ws_auth_token=(hidden)." in " ".join(output.split())
-    ), _tail(proc)
+    output = _failed_saying(
+        proc, "api host 'render-api2' has ws_auth_token=(hidden) where 'render-nginx' has "
+              "ws_auth_token=(hidden).")
     assert "s3cret" not in output
 
 
@@ -326,12 +332,9 @@ def test_deploy_stops_in_preflight_on_a_diverging_api_host(tmp_path: Path) -> No
         [str(BIN / "ansible-playbook"), "--check", "-i", str(inventory), "playbooks/deploy.yml"],
         timeout=180,
     )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, _tail(proc)
-    assert (
-        "api host 'render-api1' has ws_ping_interval=20 where 'render-nginx' has "
-        "ws_ping_interval=30." in " ".join(output.split())
-    ), _tail(proc)
+    output = _failed_saying(
+        proc, "api host 'render-api1' has ws_ping_interval=20 where 'render-nginx' has "
+              "ws_ping_interval=30.")
     plays = re.findall(r"^PLAY \[(.+?)\]", output, re.MULTILINE)
     assert plays == [
         "Preflight - learn the hosts' cores and memory",

@@ -31,9 +31,25 @@ def start_watch(service: ServiceProcess, report: Path, *extra: str) -> LineLog:
                    cwd=REPO)
 
 
+def watched(start_service: StartService, tmp_path: Path) -> tuple[ServiceProcess, LineLog, Path]:
+    """A service (heartbeat every 0.4 s), ``ws-smoke watch`` on it, and its report's path."""
+    report = tmp_path / "watch.json"
+    service = start_service()
+    return service, start_watch(service, report), report
+
+
 def stop_watch(watch: LineLog) -> int:
     watch.proc.send_signal(signal.SIGTERM)
     return watch.finish(15)
+
+
+def connected_then_signalled(watch: LineLog, service: ServiceProcess, sig: int) -> int:
+    """Wait for the watcher's first connection, then end the service with ``sig``; the
+    index of the connected line (later lines are the drop's)."""
+    first, _, _ = watch.wait_for(r"connected ws://", 15)
+    service.proc.send_signal(sig)
+    assert service.proc.wait(15) == (0 if sig == signal.SIGTERM else -sig)
+    return first
 
 
 def load(report: Path) -> dict[str, Any]:
@@ -44,14 +60,11 @@ def load(report: Path) -> dict[str, Any]:
 def test_sigterm_and_restart_is_a_move_and_exits_0(
     start_service: StartService, tmp_path: Path,
 ) -> None:
-    report = tmp_path / "watch.json"
-    service = start_service()  # heartbeat every 0.4 s
-    watch = start_watch(service, report)
+    service, watch, report = watched(start_service, tmp_path)
     started = time.monotonic()
     try:
-        first, _, _ = watch.wait_for(r"connected ws://", 15)
-        service.proc.send_signal(signal.SIGTERM)
-        assert service.proc.wait(15) == 0  # the old process is gone: the port is free
+        # The old process is gone: the port is free.
+        first = connected_then_signalled(watch, service, signal.SIGTERM)
         service.wait_for_line(r"closed \d+ connection\(s\) with 1001", 5)
         drop, _, drop_line = watch.wait_for(r"drop #1: code", 10, first + 1)
         restarted = start_service(PORT=str(service.port))
@@ -95,13 +108,9 @@ def test_sigterm_and_restart_is_a_move_and_exits_0(
 
 
 def test_kill9_is_a_1006_drop_and_exits_1(start_service: StartService, tmp_path: Path) -> None:
-    report = tmp_path / "watch.json"
-    service = start_service()
-    watch = start_watch(service, report)
+    service, watch, report = watched(start_service, tmp_path)
     try:
-        first, _, _ = watch.wait_for(r"connected ws://", 15)
-        service.proc.send_signal(signal.SIGKILL)
-        assert service.proc.wait(15) == -signal.SIGKILL
+        first = connected_then_signalled(watch, service, signal.SIGKILL)
         drop, _, drop_line = watch.wait_for(r"drop #1: code", 10, first + 1)
         start_service(PORT=str(service.port))
         watch.wait_for(r"back after", 20, drop)  # back, quickly: the code alone fails the run
@@ -125,13 +134,9 @@ def test_kill9_is_a_1006_drop_and_exits_1(start_service: StartService, tmp_path:
 
 def test_1001_without_a_comeback_exits_1(start_service: StartService, tmp_path: Path) -> None:
     """A move the watcher never came back from (the service stays down) is no success."""
-    report = tmp_path / "watch.json"
-    service = start_service()
-    watch = start_watch(service, report)
+    service, watch, report = watched(start_service, tmp_path)
     try:
-        first, _, _ = watch.wait_for(r"connected ws://", 15)
-        service.proc.send_signal(signal.SIGTERM)
-        assert service.proc.wait(15) == 0
+        first = connected_then_signalled(watch, service, signal.SIGTERM)
         watch.wait_for(r"connect failed: ", 10, first + 1)  # nothing listens any more
         code = stop_watch(watch)
     finally:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
 import time
-
-import msgspec
 
 from service.messages import WsEcho, WsPong
 from smoke.probe import Probe, ProbeError
@@ -30,13 +27,8 @@ async def ws_session(run: Run) -> None:
             f"pong in {1000 * (time.monotonic() - started):.0f} ms (incl. handshake), "
             f"client_id={pong.client_id}", probe.evidence)
     started = time.monotonic()
-    nonce = secrets.token_hex(8)
     try:
-        sent = await probe.send({"type": "custom", "data": nonce})
-        echo = await probe.recv_until(WsEcho, time.monotonic() + opts.timeout)
-        if msgspec.json.decode(bytes(echo.data)) != msgspec.json.decode(sent):
-            probe.evidence.error = "mismatch"
-            raise ProbeError(f"data {bytes(echo.data)[:80]!r} does not match {sent[:80]!r}")
+        _, echo = await probe.round_trip("custom", WsEcho, time.monotonic() + opts.timeout)
     except ProbeError as exc:
         rec.add("ws_echo", "fail", started, detail(str(exc), probe.evidence),
                 probe.evidence)

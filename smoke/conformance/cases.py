@@ -630,12 +630,25 @@ _invalid_utf8_case("6.6", "overlong encoding of '/' (C0 AF)", b"\xc0\xaf", fragm
 # 7 Close handling -------------------------------------------------------------------------
 
 
-@case("7.1.1", "Close handling", "client closes with 1000 and a reason", "5.5.1, 7.1.1",
-      "close frame with code 1000 echoed, server FINs after")
-async def _normal_close(ctx: Context) -> Judgement:
-    conn = await ctx.open()
-    conn.send_close(1000, b"ws-smoke: bye")
-    return await expect_close_reply(ctx, conn, 1000)
+def _client_close_case(id: str, title: str, rfc: str, code: int, *, reason: bytes,
+                       answer: int) -> None:
+    """The client closes with ``code`` and ``reason``: the server echoes ``answer`` (the same
+    code, for a valid one) and FINs, or fails the connection with ``answer``."""
+    echoed = answer == code
+    expected = (f"close frame with code {code} echoed, server FINs after" if echoed
+                else f"close {answer} then TCP close")
+
+    @case(id, "Close handling", title, rfc, expected)
+    async def run(ctx: Context) -> Judgement:
+        conn = await ctx.open()
+        conn.send_close(code, reason)
+        if echoed:
+            return await expect_close_reply(ctx, conn, code)
+        return await expect_failure(ctx, conn, answer)
+
+
+_client_close_case("7.1.1", "client closes with 1000 and a reason", "5.5.1, 7.1.1", 1000,
+                   reason=b"ws-smoke: bye", answer=1000)
 
 
 @case("7.1.2", "Close handling", "a text message sent after the client's close frame",
@@ -673,12 +686,8 @@ async def _server_waits(ctx: Context) -> Judgement:
 
 
 def _valid_code_case(id: str, code: int, what: str) -> None:
-    @case(id, "Close handling", f"client closes with {code} ({what})", "5.5.1, 7.4",
-          f"close frame with code {code} echoed, server FINs after")
-    async def run(ctx: Context) -> Judgement:
-        conn = await ctx.open()
-        conn.send_close(code, b"ws-smoke")
-        return await expect_close_reply(ctx, conn, code)
+    _client_close_case(id, f"client closes with {code} ({what})", "5.5.1, 7.4", code,
+                       reason=b"ws-smoke", answer=code)
 
 
 _valid_code_case("7.3.1", 1001, "going away")
@@ -694,12 +703,8 @@ async def _bad_reason(ctx: Context) -> Judgement:
 
 
 def _invalid_code_case(id: str, code: int, what: str) -> None:
-    @case(id, "Close handling", f"close code {code} ({what})", "7.4.1, 7.4.2",
-          "close 1002 then TCP close")
-    async def run(ctx: Context) -> Judgement:
-        conn = await ctx.open()
-        conn.send_close(code, b"ws-smoke")
-        return await expect_failure(ctx, conn, 1002)
+    _client_close_case(id, f"close code {code} ({what})", "7.4.1, 7.4.2", code,
+                       reason=b"ws-smoke", answer=1002)
 
 
 _invalid_code_case("7.9.1", 999, "below the defined range")
