@@ -140,6 +140,7 @@ def _welcome_and_health(service: ServiceProcess) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.server("granian", "uvicorn")
 def test_silent_and_half_request_sockets_do_not_lock_anyone_out(
     start_service: StartService,
 ) -> None:
@@ -157,6 +158,7 @@ def test_silent_and_half_request_sockets_do_not_lock_anyone_out(
             sock.close()
 
 
+@pytest.mark.server("granian", "uvicorn")
 def test_header_timeout_reaps_silent_sockets_beyond_the_connection_pool(
     start_service: StartService,
 ) -> None:

@@ -20,7 +20,11 @@ Its habits, worked around here and nowhere else:
 * its own protocol pings (every 20 s by default) are off: the application heartbeat is the
   contract, the same on every server;
 * on shutdown it closes what is still open with 1012: the service drains with 1001 first,
-  then stops the server.
+  then stops the server;
+* it times out only idle keep-alive connections: one that never sends its request head was
+  held forever. ``HTTP_HEADER_TIMEOUT`` closes it (:class:`_H11WithHeaderTimeout`).
+  ``HTTP_MAX_CONNECTIONS`` has no counterpart (uvicorn's ``limit_concurrency`` counts
+  WebSockets too); the descriptor cap and nginx's per-address limits bound them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import uvicorn
 from litestar.enums import ScopeType
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -96,6 +101,29 @@ def _expose_protocol(app: ASGIApp) -> ASGIApp:
     return asgi
 
 
+class _H11WithHeaderTimeout(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request head has not arrived within
+    ``header_timeout`` seconds (a silent or half-sent request)."""
+
+    header_timeout = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
+
+    def _head_late(self) -> None:
+        transport = self.transport
+        # No request yet (``cycle`` is set once a head is parsed), and not upgraded since.
+        if self.cycle is None and transport.get_protocol() is self and not transport.is_closing():
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+
 class _Utf8Traceback(logging.Filter):
     """Drops uvicorn's traceback for invalid UTF-8 from a client: the close line says 1007."""
 
@@ -133,8 +161,10 @@ class UvicornAdapter:
     async def serve(self, app: Litestar, settings: Settings, stop: asyncio.Event,
                     drain: Callable[[], Awaitable[None]]) -> None:
         logging.getLogger("uvicorn.error").addFilter(_Utf8Traceback())
+        http = type("HeaderTimeoutH11", (_H11WithHeaderTimeout,),
+                    {"header_timeout": settings.http_header_timeout})
         config = uvicorn.Config(
-            _expose_protocol(app), host=settings.host, port=settings.port,
+            _expose_protocol(app), host=settings.host, port=settings.port, http=http,
             ws="websockets-sansio", ws_max_size=settings.ws_max_message_bytes,
             ws_ping_interval=None, ws_ping_timeout=None,
             backlog=settings.listen_backlog, log_config=None, access_log=False,
