@@ -1,14 +1,20 @@
-"""Summary statistics over measured samples."""
+"""Summary statistics over measured samples: the one percentile of smoke, tests, benchmarks
+and the fleet (``testkit.stats`` re-exports it)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
-def percentile(samples: list[float], pct: float) -> float:
-    """Nearest-rank percentile (no interpolation: every reported value was measured)."""
-    if not samples:
-        raise ValueError("percentile of no samples")
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (0 < q <= 100): a value that was measured, never interpolated.
+
+    NaN for no values: a figure that was not measured. It fails every comparison, so no bound
+    passes on it by accident (a 0.0 would), and reports leave NaNs out.
+    """
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]

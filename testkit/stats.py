@@ -1,22 +1,12 @@
-"""The one percentile of tests, benchmarks and the soak run (smoke/ ships its own)."""
+"""Figures for reports; the percentile is smoke's (``smoke.stats``), re-exported here."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
+from smoke.stats import percentile
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (0 < q <= 100): a value that was measured, never interpolated.
-
-    NaN for no values: a figure that was not measured. It fails every comparison, so no bound
-    passes on it by accident (a 0.0 would), and the bench summaries leave NaNs out.
-    """
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
-    return ordered[rank - 1]
+__all__ = ["or_none", "percentile"]
 
 
 def or_none(value: float, digits: int = 1) -> float | None:

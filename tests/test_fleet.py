@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+import smoke.stats
 from testkit.fleet import FLEET, FleetRun
 from testkit.paths import REPO
 from testkit.service import ServiceProcess, StartService
@@ -152,9 +154,10 @@ def test_loopback_rule(url: str, ok: bool) -> None:
             fleet.loopback_url(url)
 
 
-def test_percentile_is_nearest_rank() -> None:
+def test_the_fleets_percentile_is_the_one_nearest_rank() -> None:
     percentile = _fleet_module().percentile
+    assert percentile is smoke.stats.percentile
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (
         50.0, 99.0, 100.0)
-    assert percentile([], 50) is None
+    assert math.isnan(percentile([], 50))

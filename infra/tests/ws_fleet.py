@@ -13,8 +13,8 @@ with the Origin header, reads the greeting (``health_status`` on /ws/health, ``w
 ``{"type":"heartbeat","ping_number":n}`` with ``{"type":"pong","ping_number":n}`` and, on any
 close, records its code and reason and reconnects after ``uniform(0, --jitter)`` seconds;
 failed handshakes (the HTTP status when the server rejected it, else the exception's kind)
-are recorded and retried with exponential full-jitter back-off: after n failures in a row
-``uniform(0, min(--max-backoff, jitter * 2**n))``, ``--max-backoff`` 5 s by default. The
+are recorded and retried with ``ws-smoke watch``'s full-jitter back-off: after n failures in a
+row ``uniform(0, min(--max-backoff, jitter * 2**n))``, ``--max-backoff`` 5 s by default. The
 **gap** of a close is the time from the close to the client's next greeting. The first
 clients are opened ``--batch`` at a time (each batch's attempts finish before the next
 starts), not all at once. ``--source-addresses N`` spreads the clients round-robin over N
@@ -50,9 +50,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import math
 import os
-import random
 import resource
 import signal
 import sys
@@ -67,6 +65,9 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
+
+from smoke.stats import percentile
+from smoke.watch import Backoff
 
 MAX_BACKOFF = 5.0
 STATUS_EVERY = 0.2
@@ -201,22 +202,14 @@ class Fleet:
             "handshake_failures": dict(sorted(self.failures.items())),
             "handshake_failures_total": sum(self.failures.values()),
             "gaps": {"count": len(gaps), "max_s": _round(gaps[-1] if gaps else None),
-                     "p50_s": _round(percentile(gaps, 50)),
-                     "p99_s": _round(percentile(gaps, 99))},
+                     "p50_s": _round(percentile(gaps, 50) if gaps else None),
+                     "p99_s": _round(percentile(gaps, 99) if gaps else None)},
             "max_gap_s": _round(gaps[-1] if gaps else None),
             "still_connected_at_stop": self.still_connected_at_stop,
             "open_gaps_s": [round(g, 3) for g in sorted(self.open_gaps_s)],
             "first_connected_s": self.first_connected_s,
             "heartbeats_answered": self.heartbeats_answered,
         }
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile of ``values`` (None when empty)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def _round(value: float | None) -> float | None:
@@ -302,16 +295,16 @@ async def _serve(fleet: Fleet, ws: ClientConnection) -> None:
 
 
 async def run_client(fleet: Fleet, client: int, first_attempt: asyncio.Event) -> None:
-    failures = 0
+    # ws-smoke watch's back-off: uniform(0, jitter) after a close, the window doubling after
+    # each failed attempt up to max_backoff.
+    backoff = Backoff(max_backoff=fleet.max_backoff, jitter=fleet.jitter, window=fleet.jitter)
     while not fleet.stop.is_set():
         ws = await _open(fleet, client)
         first_attempt.set()
         if ws is None:
-            failures += 1
-            window = min(fleet.max_backoff, fleet.jitter * 2 ** failures)
-            await _pause(fleet, random.uniform(0, window))  # noqa: S311 - jitter
+            await _pause(fleet, backoff.next_wait()[1])
             continue
-        failures = 0
+        backoff.settle("moved")
         if fleet.stop.is_set():
             await ws.close(1000, "ws_fleet stopping")
             return
@@ -328,7 +321,7 @@ async def run_client(fleet: Fleet, client: int, first_attempt: asyncio.Event) ->
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             reason = exc.rcvd.reason if exc.rcvd is not None else ""
             fleet.closed(client, code, reason, opened_at)
-        await _pause(fleet, random.uniform(0, fleet.jitter))  # noqa: S311 - jitter
+        await _pause(fleet, backoff.next_wait()[1])
 
 
 # -- the fleet ---------------------------------------------------------------------------------
