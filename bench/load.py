@@ -3,6 +3,11 @@
 Every loop here is bounded twice, by a count and by a deadline, and stops by itself.
 Messages are matched by counting, never parsed: a client sends one message, waits for the
 next text frame that is not a greeting or heartbeat, and only then sends the next one.
+
+The clients offer no extension (picows sends no ``Sec-WebSocket-Extensions``), so no server
+compresses: every figure is measured without permessage-deflate. ``hold_load(...,
+offer_deflate=True)`` is the one exception, for the memory a negotiated permessage-deflate
+costs per idle connection (``DEFLATE_OFFER``, websockets' and browsers' default offer).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 MESSAGE = b'{"type":"message","data":"benchmark payload 0123456789abcdef"}'
 _SKIP = (b'"type":"heartbeat"', b'"type":"welcome"', b'"type":"health_status"')
 _now = time.perf_counter
+DEFLATE_OFFER = {"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
 
 
 def _is_push(payload: bytes) -> bool:
@@ -37,13 +43,18 @@ class _Client(WSListener):
         self.answered: asyncio.Future[None] | None = None
         self.closing = False
         self.dropped = False
+        self.deflate = False  # the server took a permessage-deflate offer
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        extensions = transport.response.headers.get("Sec-WebSocket-Extensions") or ""
+        self.deflate = "permessage-deflate" in extensions
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
-        if kind == WSMsgType.TEXT:
+        if frame.rsv1:  # compressed (a deflate hold): unreadable here, and only pushes come
+            self.pushes.append(_now())
+        elif kind == WSMsgType.TEXT:
             payload = frame.get_payload_as_bytes()
             if _is_push(payload):
                 if b'"heartbeat"' in payload[:40]:
@@ -139,16 +150,19 @@ class _Runner:
                 self.idle.set_result(None)
 
 
-async def connect(url: str, runner: _Runner | None = None, timeout: float = 10.0) -> _Client:
+async def connect(url: str, runner: _Runner | None = None, timeout: float = 10.0, *,
+                  offer_deflate: bool = False) -> _Client:
     _, client = await ws_connect(
         lambda: _Client(runner), url, websocket_handshake_timeout=timeout,
+        extra_headers=DEFLATE_OFFER if offer_deflate else None,
     )
     assert isinstance(client, _Client)
     return client
 
 
 async def _open_many(url: str, count: int, concurrency: int, deadline: float,
-                     runner: _Runner | None = None) -> tuple[list[_Client], int]:
+                     runner: _Runner | None = None, *,
+                     offer_deflate: bool = False) -> tuple[list[_Client], int]:
     """Open up to ``count`` connections, ``concurrency`` at a time, until ``deadline``."""
     clients: list[_Client] = []
     failures = 0
@@ -161,7 +175,7 @@ async def _open_many(url: str, count: int, concurrency: int, deadline: float,
                 failures += 1
                 return
             try:
-                clients.append(await connect(url, runner))
+                clients.append(await connect(url, runner, offer_deflate=offer_deflate))
             except Exception:  # refused, timed out, handshake error: counted, not retried
                 failures += 1
 
@@ -262,17 +276,23 @@ class HoldResult:
     heartbeats: int
     lateness_ms: list[float]
     client_cpu_s: float
+    deflate: int = 0  # connections on which the server took permessage-deflate
 
 
 async def hold_load(url: str, count: int, hold: float, interval: float, *,
-                    hooks: WindowHooks | None = None, open_timeout: float = 120.0) -> HoldResult:
+                    hooks: WindowHooks | None = None, open_timeout: float = 120.0,
+                    offer_deflate: bool = False) -> HoldResult:
     """Open ``count`` connections with heartbeats on, hold them ``hold`` seconds, close.
+
+    ``offer_deflate``: the clients offer permessage-deflate (``DEFLATE_OFFER``); a server that
+    takes it compresses its heartbeats, and each compressed frame counts as one.
 
     Heartbeat lateness is each gap between two consecutive heartbeats on one connection
     minus the interval (so it counts the server's scheduling delay, not the clock offset).
     """
     t0 = time.monotonic()
-    clients, failures = await _open_many(url, count, 100, t0 + open_timeout)
+    clients, failures = await _open_many(url, count, 100, t0 + open_timeout,
+                                         offer_deflate=offer_deflate)
     opened_in = time.monotonic() - t0
     for client in clients:
         client.pushes.clear()
@@ -295,5 +315,5 @@ async def hold_load(url: str, count: int, hold: float, interval: float, *,
     return HoldResult(
         requested=count, opened=len(clients), connect_failures=failures,
         open_seconds=opened_in, hold_seconds=hold, drops=drops, heartbeats=beats,
-        lateness_ms=lateness, client_cpu_s=cpu,
+        lateness_ms=lateness, client_cpu_s=cpu, deflate=sum(c.deflate for c in clients),
     )

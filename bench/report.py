@@ -51,27 +51,25 @@ def ratios(summ: dict[str, dict[str, Summary]]) -> dict[str, dict[str, float]]:
 
 
 def floor(result: dict[str, Any], summ: dict[str, dict[str, Summary]]) -> dict[str, Any]:
-    """Ours ÷ each floor peer, for each server CPU cost both have.
+    """Each floor peer's service target ÷ that peer, for each server CPU cost both have.
 
-    ``ours_over_peer`` is the ratio of the medians; ``per_round`` summarizes the ratio taken
-    round by round (round i of both ran in the same rotation, minutes apart at most, so a
-    machine that gets busier between rounds moves both sides of each ratio alike).
+    ``ours`` names the service target (the one on the peer's server); ``ours_over_peer`` is
+    the ratio of the medians; ``per_round`` summarizes the ratio taken round by round (round i
+    of both ran in the same rotation, minutes apart at most, so a machine that gets busier
+    between rounds moves both sides of each ratio alike).
     """
-    ours = summ.get(BASELINE)
-    if ours is None:
-        return {}
-    ours_rounds = result["rounds"][BASELINE]
     out: dict[str, Any] = {}
-    for peer in FLOORS:
-        theirs = summ.get(peer)
-        if theirs is None:
+    for peer, ours_key in FLOORS.items():
+        ours, theirs = summ.get(ours_key), summ.get(peer)
+        if ours is None or theirs is None:
             continue
-        peer_rounds = result["rounds"][peer]
+        ours_rounds, peer_rounds = result["rounds"][ours_key], result["rounds"][peer]
         per: dict[str, Any] = {}
         for metric, _ in FLOOR_METRICS:
             if metric not in ours or metric not in theirs:
                 continue
             per[metric] = {
+                "ours": ours_key,
                 "ours_us": ours[metric]["median"], "peer_us": theirs[metric]["median"],
                 "ours_over_peer": ratio(ours[metric]["median"], theirs[metric]["median"]),
                 "per_round": summarize([
@@ -141,14 +139,15 @@ def _floor_table(result: dict[str, Any]) -> list[str]:
     metrics = [(m, title) for m, title in FLOOR_METRICS if any(m in per for per in fl.values())]
     if not metrics:
         return []
-    head = ["floor peer"]
+    head = ["floor peer", "ours (same server)"]
     for _, title in metrics:
         head += [f"{title}: ours ÷ peer", "per round", "ours / peer (µs)"]
-    lines = [f"### Figure 5: the floor: `{BASELINE}`'s server CPU as a multiple of peers that "
-             "send the same reply bytes with nothing around them (lower is better)", "",
+    lines = ["### Figure 5: the floor: the service's server CPU as a multiple of peers on the "
+             "same server that send the same reply bytes with nothing around them "
+             "(lower is better)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for peer, per in fl.items():
-        row = [peer]
+        row = [peer, FLOORS[peer]]
         for metric, _ in metrics:
             cell = per.get(metric)
             if cell is None:
@@ -160,10 +159,17 @@ def _floor_table(result: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _deflate(row: dict[str, float]) -> str:
+    """Whether the clients offered permessage-deflate, and on how many connections it was on."""
+    if not row.get("deflate_offered"):
+        return "not offered"
+    return f"offered, on {row.get('deflate_negotiated', 0):.0f}/{row['opened']:.0f}"
+
+
 def _scaling_table(scaling: dict[str, list[dict[str, float]]]) -> list[str]:
     head = ["server", "connections", "opened", "drops", "connect failures", "RSS (MiB)",
             "RSS growth/conn (KiB)", "server CPU (%)", "heartbeat lateness p50 / p99 (ms)",
-            "heartbeats", "load-gen CPU (%)"]
+            "heartbeats", "load-gen CPU (%)", "permessage-deflate"]
     lines = ["### Figure 2: connections held with heartbeats on (`/ws/health`)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, rows in scaling.items():
@@ -173,7 +179,7 @@ def _scaling_table(scaling: dict[str, list[dict[str, float]]]) -> list[str]:
                 f"{r['connect_failures']:.0f}", _fmt(r["rss_mib"]), _fmt(r["rss_per_conn_kib"]),
                 _fmt(r["server_cpu_pct"]),
                 f"{_fmt(r['lateness_p50_ms'])} / {_fmt(r['lateness_p99_ms'])}",
-                f"{r['heartbeats']:.0f}", _fmt(r["client_cpu_pct"]),
+                f"{r['heartbeats']:.0f}", _fmt(r["client_cpu_pct"]), _deflate(r),
             ]) + " |")
     return [*lines, ""]
 
@@ -187,7 +193,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Mode `{mode['name']}`: {mode['rounds']} interleaved round(s); each cell is the median "
         "(min-max) over rounds; `÷ ours` is the peer's median divided by this service's "
         f"(`{BASELINE}`). Servers on core {result['server_core']}, load generator on core "
-        f"{result['loadgen_core']}.",
+        f"{result['loadgen_core']}. The clients offer no permessage-deflate (no server "
+        "compresses), except in Figure 2's `+deflate` rows.",
         "",
     ]
     lines += _table(f"Figure 1a: round trip at 1 connection ({mode['latency_messages']} messages)",

@@ -44,7 +44,12 @@ MODES: dict[str, Mode] = {
     "full": Mode("full", 3, 3_000, 100, 4.0, 1_000_000, 1_000, 4.0,
                  (1_000, 5_000, 10_000, 15_000, 19_500), 4.0, 10.0),
 }
-SCALING_SERVERS = ("service", "starlette", "granian-asgi", "granian-rsgi", "picows")
+SCALING_SERVERS = ("service", "starlette", "granian-asgi", "granian-rsgi", "picows",
+                   "service-uvicorn", "asgi-reply", "asgi-reply-uvicorn")
+# Held once more at the mode's first level with clients that offer permessage-deflate
+# (listed as "NAME +deflate"): the memory a negotiated compressor costs per idle connection.
+# Granian does not negotiate it; uvicorn does.
+DEFLATE_SCALING = ("service-uvicorn",)
 
 
 def _cores() -> tuple[int | None, int | None]:
@@ -97,25 +102,25 @@ def _echo_metrics(prefix: str, res: load.EchoResult, window: CpuWindow | None) -
     return out
 
 
-async def measure_target(target: Target, server: Running, proxy: Nginx | None,
-                         mode: Mode) -> dict[str, float]:
-    """One round for one target: every figure that is measured in rounds."""
+async def _echo_figures(prefix: str, url: str, server: Running, mode: Mode) -> dict[str, float]:
+    """Figure 1a's round trip (``{prefix}lat1``) and 1b's 100 connections (``{prefix}c100``)."""
     m: dict[str, float] = {}
-    url = server.url(target.path)
     res = await load.echo_load(url, 1, 60.0, mode.latency_messages, warmup=0.2)
-    m.update(_echo_metrics("lat1", res, None))
+    m.update(_echo_metrics(f"{prefix}lat1", res, None))
     window = CpuWindow(server)
     res = await load.echo_load(url, mode.throughput_connections, mode.throughput_seconds,
                                mode.throughput_max_messages, hooks=window)
-    m.update(_echo_metrics("c100", res, window))
+    m.update(_echo_metrics(f"{prefix}c100", res, window))
+    return m
+
+
+async def measure_target(target: Target, server: Running, proxy: Nginx | None,
+                         mode: Mode) -> dict[str, float]:
+    """One round for one target: every figure that is measured in rounds."""
+    url = server.url(target.path)
+    m = await _echo_figures("", url, server, mode)
     if proxy is not None:
-        purl = proxy.url(target.path)
-        res = await load.echo_load(purl, 1, 60.0, mode.latency_messages, warmup=0.2)
-        m.update(_echo_metrics("nginx_lat1", res, None))
-        window = CpuWindow(server)
-        res = await load.echo_load(purl, mode.throughput_connections, mode.throughput_seconds,
-                                   mode.throughput_max_messages, hooks=window)
-        m.update(_echo_metrics("nginx_c100", res, window))
+        m.update(await _echo_figures("nginx_", proxy.url(target.path), server, mode))
     window = CpuWindow(server)
     hs = await load.handshake_load(url, mode.handshakes, mode.handshake_seconds, hooks=window)
     m["hs_per_s"] = hs.handshakes / hs.seconds if hs.seconds else float("nan")
@@ -157,12 +162,37 @@ async def phase_rounds(mode: Mode, targets: list[Target], *, server_core: int | 
     return samples, notes
 
 
+async def _hold_level(server: Running, count: int, mode: Mode, rss0: int, *,
+                      offer_deflate: bool = False) -> dict[str, float]:
+    """One figure-2 row: ``count`` connections held on /ws/health with heartbeats on."""
+    window = CpuWindow(server)
+    hold = await load.hold_load(server.url("/ws/health"), count, mode.hold_seconds,
+                                mode.hold_interval, hooks=window, offer_deflate=offer_deflate)
+    rss1 = window.rss  # read at the end of the hold, all connections open
+    return {
+        "connections": float(count), "opened": float(hold.opened),
+        "connect_failures": float(hold.connect_failures),
+        "open_per_s": hold.opened / hold.open_seconds if hold.open_seconds else 0,
+        "drops": float(hold.drops), "heartbeats": float(hold.heartbeats),
+        "lateness_p50_ms": percentile(hold.lateness_ms, 50),
+        "lateness_p99_ms": percentile(hold.lateness_ms, 99),
+        "rss_mib": rss1 / 2**20,
+        "rss_per_conn_kib": (rss1 - rss0) / 1024 / max(1, hold.opened),
+        "server_cpu_pct": 100 * window.cpu / window.wall if window.wall else 0,
+        "client_cpu_pct": 100 * hold.client_cpu_s / hold.hold_seconds,
+        "deflate_offered": float(offer_deflate), "deflate_negotiated": float(hold.deflate),
+    }
+
+
 async def phase_scaling(mode: Mode, servers: list[str], *, server_core: int | None,
                         nofile: int, log_dir: Path, log: Any) -> dict[str, list[dict[str, float]]]:
     """Figure 2: one server at a time, N connections held on /ws/health with heartbeats on."""
     levels = [n for n in mode.hold_levels if n + 200 <= nofile]
+    runs = [(name, False, levels) for name in servers]
+    runs += [(name, True, levels[:1]) for name in servers if name in DEFLATE_SCALING]
     results: dict[str, list[dict[str, float]]] = {}
-    for name in servers:
+    for name, deflate, counts in runs:
+        key = f"{name} +deflate" if deflate else name
         server = Running(SERVERS[name], server_core, mode.hold_interval, log_dir)
         rows: list[dict[str, float]] = []
         await asyncio.sleep(0.5)
@@ -170,29 +200,14 @@ async def phase_scaling(mode: Mode, servers: list[str], *, server_core: int | No
         # level's growth, so every level is measured against this one baseline.
         rss0 = server.rss_bytes()
         try:
-            for count in levels:
-                log(f"scaling: {name} holding {count} connections")
+            for count in counts:
+                log(f"scaling: {key} holding {count} connections")
                 await asyncio.sleep(0.5)
-                window = CpuWindow(server)
-                hold = await load.hold_load(server.url("/ws/health"), count, mode.hold_seconds,
-                                            mode.hold_interval, hooks=window)
-                rss1 = window.rss  # read at the end of the hold, all connections open
-                rows.append({
-                    "connections": float(count), "opened": float(hold.opened),
-                    "connect_failures": float(hold.connect_failures),
-                    "open_per_s": hold.opened / hold.open_seconds if hold.open_seconds else 0,
-                    "drops": float(hold.drops), "heartbeats": float(hold.heartbeats),
-                    "lateness_p50_ms": percentile(hold.lateness_ms, 50),
-                    "lateness_p99_ms": percentile(hold.lateness_ms, 99),
-                    "rss_mib": rss1 / 2**20,
-                    "rss_per_conn_kib": (rss1 - rss0) / 1024 / max(1, hold.opened),
-                    "server_cpu_pct": 100 * window.cpu / window.wall if window.wall else 0,
-                    "client_cpu_pct": 100 * hold.client_cpu_s / hold.hold_seconds,
-                })
+                rows.append(await _hold_level(server, count, mode, rss0, offer_deflate=deflate))
                 await asyncio.sleep(1.0)  # let the server finish closing before the next level
         finally:
             server.stop()
-        results[name] = rows
+        results[key] = rows
     return results
 
 
@@ -246,6 +261,9 @@ async def run(mode: Mode, *, targets: list[Target] | None = None, use_nginx: boo
         "mode": mode.__dict__, "started": started, "duration_s": time.time() - started,
         "machine": info, "server_core": server_core, "loadgen_core": client_core,
         "nofile_limit": nofile, "nginx": use_nginx, "notes": notes,
+        # The clients offer no extension, except in Figure 2's "+deflate" rows.
+        "client": {"library": "picows", "deflate_offered": False,
+                   "deflate_offered_in": [k for k in scale if k.endswith(" +deflate")]},
         "targets": {t.key: {"server": t.server, "path": t.path, "label": t.label}
                     for t in targets},
         "rounds": samples, "scaling": scale,

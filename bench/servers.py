@@ -19,6 +19,8 @@ from testkit.ports import free_port, wait_for_port
 from testkit.processes import pinned, stop
 
 VENV_BIN = Path(sys.executable).parent
+# The service's servers: each one is ``ws-service`` with this ``WS_SERVER``.
+SERVICE_ON = {"service": "granian", "service-uvicorn": "uvicorn"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class Server:
     def argv(self, port: int, interval: float) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
         py = str(VENV_BIN / "python")
-        if self.name == "service":
+        if self.name in SERVICE_ON:
+            env["WS_SERVER"] = SERVICE_ON[self.name]
             ping_timeout = max(0.1, interval / 3)
             env.update(PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="warning",
                        WS_PING_INTERVAL=f"{interval:g}", WS_PING_TIMEOUT=f"{ping_timeout:g}")
@@ -46,6 +49,7 @@ class Server:
             "picows": ["bench.peers.picows_server"],
             "litestar-min": ["bench.peers.litestar_min"],
             "asgi-reply": ["bench.peers.asgi_reply"],
+            "asgi-reply-uvicorn": ["bench.peers.asgi_reply", "--server", "uvicorn"],
         }[self.name]
         return [py, "-m", module[0], *module[1:], "--port", str(port),
                 "--ping-interval", f"{interval:g}"], env
@@ -60,6 +64,9 @@ SERVERS: dict[str, Server] = {
         Server("picows", "picows echo server"),
         Server("litestar-min", "minimal Litestar @websocket loop on embedded Granian"),
         Server("asgi-reply", "raw ASGI on embedded Granian, the service's /ws reply"),
+        Server("service-uvicorn", "this service on uvicorn (WS_SERVER=uvicorn, websockets-sansio)"),
+        Server("asgi-reply-uvicorn",
+               "raw ASGI on uvicorn (websockets-sansio), the service's /ws reply"),
     )
 }
 
@@ -84,11 +91,19 @@ TARGETS: tuple[Target, ...] = (
     Target("litestar-min", "litestar-min", "/ws",
            "minimal Litestar @websocket loop, same /ws reply"),
     Target("asgi-reply", "asgi-reply", "/ws", "raw ASGI on embedded Granian, same /ws reply"),
+    Target("service-uvicorn /ws", "service-uvicorn", "/ws", "this service on uvicorn, /ws"),
+    Target("asgi-reply-uvicorn", "asgi-reply-uvicorn", "/ws",
+           "raw ASGI on uvicorn (websockets-sansio), same /ws reply"),
 )
 BASELINE = "service /ws"
-# The floor: peers that send the baseline's reply bytes with nothing around them. The report
-# gives the baseline's server CPU (per message, per handshake) as a multiple of each.
-FLOORS = ("litestar-min", "asgi-reply")
+# The floors: peers that send the service's /ws reply bytes with nothing around them, each on
+# the server of the service target it is the floor of (peer: that target). The report gives
+# that target's server CPU (per message, per handshake) as a multiple of each.
+FLOORS: dict[str, str] = {
+    "litestar-min": "service /ws",
+    "asgi-reply": "service /ws",
+    "asgi-reply-uvicorn": "service-uvicorn /ws",
+}
 
 
 class Running:

@@ -22,8 +22,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--out", str(out),
          "--only", "service /ws", "--only", "picows", "--only", "litestar-min",
-         "--only", "asgi-reply"],
-        cwd=ROOT, check=True, timeout=100, capture_output=True,
+         "--only", "asgi-reply", "--only", "service-uvicorn /ws", "--only", "asgi-reply-uvicorn"],
+        cwd=ROOT, check=True, timeout=150, capture_output=True,
     )
     return out
 
@@ -41,7 +41,8 @@ def test_tiny_run_writes_json_markdown_and_plot(tiny_run: Path) -> None:
 
 def test_tiny_run_measures_every_target_and_ratio(tiny_run: Path) -> None:
     result = json.loads((tiny_run / "results.json").read_text())
-    assert set(result["rounds"]) == {"service /ws", "picows", "litestar-min", "asgi-reply"}
+    assert set(result["rounds"]) == {"service /ws", "picows", "litestar-min", "asgi-reply",
+                                     "service-uvicorn /ws", "asgi-reply-uvicorn"}
     for key, rounds in result["rounds"].items():
         assert len(rounds) == result["mode"]["rounds"], key
         for metric in ("lat1_p50_us", "lat1_p99_us", "c100_msgs_per_s", "c100_p99_us",
@@ -57,29 +58,37 @@ def test_tiny_run_measures_every_target_and_ratio(tiny_run: Path) -> None:
         assert "nginx_c100_msgs_per_s" in result["rounds"]["service /ws"][0]
 
 
+FLOORS = {"litestar-min": "service /ws", "asgi-reply": "service /ws",
+          "asgi-reply-uvicorn": "service-uvicorn /ws"}
+
+
 def test_tiny_run_reads_the_service_against_the_floor_peers(tiny_run: Path) -> None:
-    """litestar-min and asgi-reply serve /ws without errors, and the service's server CPU
-    per message and per handshake is given as a multiple of each."""
+    """The floor peers serve /ws without errors, and the service's server CPU per message and
+    per handshake on each server is given as a multiple of the floors on that server."""
     result = json.loads((tiny_run / "results.json").read_text())
-    for peer in ("litestar-min", "asgi-reply"):
+    for peer, ours in FLOORS.items():
         summary = result["summary"][peer]
         assert summary["c100_errors"]["max"] == 0, peer
         assert summary["hs_errors"]["max"] == 0, peer
         assert summary["c100_msgs_per_s"]["median"] > 0, peer
         for metric in ("c100_server_cpu_us_per_msg", "hs_server_cpu_us"):
             cell = result["floor"][peer][metric]
+            assert cell["ours"] == ours, (peer, metric)
+            assert cell["ours_us"] == result["summary"][ours][metric]["median"]
             assert cell["ours_over_peer"] == pytest.approx(cell["ours_us"] / cell["peer_us"])
             assert cell["ours_over_peer"] > 0, (peer, metric)
             assert set(cell["per_round"]) == {"median", "min", "max", "n"}
     markdown = (tiny_run / "results.md").read_text()
     floor = markdown[markdown.index("### Figure 5"):]
-    assert "| litestar-min |" in floor
-    assert "| asgi-reply |" in floor
+    assert "| litestar-min | service /ws |" in floor
+    assert "| asgi-reply | service /ws |" in floor
+    assert "| asgi-reply-uvicorn | service-uvicorn /ws |" in floor
 
 
 def test_tiny_run_holds_connections_without_drops(tiny_run: Path) -> None:
     result = json.loads((tiny_run / "results.json").read_text())
-    assert set(result["scaling"]) == {"service", "picows"}
+    assert set(result["scaling"]) == {"service", "picows", "asgi-reply", "service-uvicorn",
+                                      "asgi-reply-uvicorn", "service-uvicorn +deflate"}
     for name, rows in result["scaling"].items():
         assert rows, name
         for row in rows:
@@ -88,3 +97,16 @@ def test_tiny_run_holds_connections_without_drops(tiny_run: Path) -> None:
             assert row["heartbeats"] > 0, name
             assert {"rss_per_conn_kib", "server_cpu_pct", "lateness_p50_ms",
                     "lateness_p99_ms", "client_cpu_pct"} <= set(row)
+
+
+def test_tiny_run_offers_permessage_deflate_only_where_it_says(tiny_run: Path) -> None:
+    """The clients offer no extension, so no server compresses, except in the "+deflate" hold,
+    where uvicorn takes the offer on every connection."""
+    result = json.loads((tiny_run / "results.json").read_text())
+    assert result["client"]["deflate_offered"] is False
+    assert result["client"]["deflate_offered_in"] == ["service-uvicorn +deflate"]
+    for name, rows in result["scaling"].items():
+        for row in rows:
+            offered = name.endswith(" +deflate")
+            assert row["deflate_offered"] == float(offered), name
+            assert row["deflate_negotiated"] == (row["opened"] if offered else 0), name

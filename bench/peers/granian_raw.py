@@ -17,7 +17,7 @@ from granian.log import LogLevels
 from granian.rsgi import WebsocketMessageType
 from granian.server.embed import Server
 
-from bench.peers import heartbeat_text, peer_parser
+from bench.peers import asgi_heartbeats, asgi_websocket_connect, heartbeat_text, peer_parser
 
 INTERVAL = 30.0
 
@@ -54,33 +54,13 @@ async def rsgi_app(scope: Any, protocol: Any) -> None:
     protocol.close(1000)
 
 
-async def _beat_asgi(send: Any, opened: float) -> None:
-    number = 0
-    while True:
-        await asyncio.sleep(INTERVAL)
-        number += 1
-        text = heartbeat_text(number, time.time(), time.monotonic() - opened)
-        await send({"type": "websocket.send", "text": text})
-
-
 async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while True:
-            event = await receive()
-            if event["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif event["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "websocket":
-        await send({"type": "http.response.start", "status": 404, "headers": []})
-        await send({"type": "http.response.body", "body": b"no\n"})
+    if not await asgi_websocket_connect(scope, receive, send):
         return
-    await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
     beat = None
     if scope["path"] == "/ws/health":
-        beat = asyncio.create_task(_beat_asgi(send, time.monotonic()))
+        beat = asyncio.create_task(asgi_heartbeats(send, time.monotonic(), INTERVAL))
     try:
         while True:
             event = await receive()

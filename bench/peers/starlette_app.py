@@ -71,16 +71,23 @@ class _Conn:
                      client_id=self.client_id)
 
 
-def _reply_ws(conn: _Conn, text: str) -> msgspec.Struct | None:
-    started = time.perf_counter()
+def _decoded(conn: _Conn, text: str) -> Envelope | Error | None:
+    """The envelope to answer, the ``invalid_json`` error to answer with, or None for a
+    ``pong`` (never answered)."""
     try:
         message = _envelope.decode(text)
     except msgspec.DecodeError as exc:
         return conn.error(str(exc))
+    return None if message.type == "pong" else message
+
+
+def _reply_ws(conn: _Conn, text: str) -> msgspec.Struct | None:
+    started = time.perf_counter()
+    message = _decoded(conn, text)
+    if message is None or isinstance(message, Error):
+        return message
     if message.type == "ping":
         return WsPong(timestamp=time.time(), client_id=conn.client_id)
-    if message.type == "pong":
-        return None
     return WsEcho(
         data=msgspec.Raw(text), timestamp=time.time(), client_id=conn.client_id,
         server_processing_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -89,12 +96,9 @@ def _reply_ws(conn: _Conn, text: str) -> msgspec.Struct | None:
 
 def _reply_echo(conn: _Conn, text: str) -> msgspec.Struct | None:
     received_at = time.time()
-    try:
-        message = _envelope.decode(text)
-    except msgspec.DecodeError as exc:
-        return conn.error(str(exc))
-    if message.type == "pong":
-        return None
+    message = _decoded(conn, text)
+    if message is None or isinstance(message, Error):
+        return message
     return Echo(
         original=msgspec.Raw(text), server_timestamp=time.time(), client_id=conn.client_id,
         latency_info=LatencyInfo(
@@ -105,11 +109,8 @@ def _reply_echo(conn: _Conn, text: str) -> msgspec.Struct | None:
 
 
 def _reply_health(conn: _Conn, text: str) -> msgspec.Struct | None:
-    try:
-        _envelope.decode(text)
-    except msgspec.DecodeError as exc:
-        return conn.error(str(exc))
-    return None
+    message = _decoded(conn, text)
+    return message if isinstance(message, Error) else None
 
 
 def _config() -> PingConfig:

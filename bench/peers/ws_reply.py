@@ -1,4 +1,4 @@
-"""The service's ``/ws`` reply without the service, and its embedded Granian: the floor peers.
+"""The service's ``/ws`` reply without the service, and its embedded server: the floor peers.
 
 ``litestar-min`` and ``asgi-reply`` answer exactly as ``service.endpoints.WsEndpoint`` does,
 with the service's own Structs and the same msgspec encoder and envelope decoder, and send the
@@ -8,9 +8,11 @@ the service adds around it: sessions, heartbeat timers, the send lock and deadli
 and the handshake middleware. Left out here: counting ``pong`` (it is echoed without validating
 it as a ``Pong``) and the size and rate limits; the load generator never meets either.
 
-The server is started with the service's own Granian settings (``service.__main__.serve``):
-ASGI, HTTP/1 mode, its default backlog, backpressure and header timeout, one embedded worker
-in a stdlib asyncio loop.
+The server is started with the service's own settings for it (``service.servers``), one server
+in a stdlib asyncio loop: Granian (``service.servers.granian``) ASGI, HTTP/1 mode, the default
+backlog, backpressure and header timeout, one embedded worker; or uvicorn
+(``service.servers.uvicorn``) with ``ws="websockets-sansio"``, the default ``ws_max_size``
+and backlog, its protocol pings off, permessage-deflate negotiated when a client offers it.
 """
 
 from __future__ import annotations
@@ -65,10 +67,24 @@ def reply(client_id: str, text: str) -> str:
     )).decode()
 
 
-def serve(app: Any, port: int) -> None:
-    """Run ``app`` as the service runs its own: embedded Granian, ASGI, one worker."""
+SERVERS = ("granian", "uvicorn")
+
+
+def serve(app: Any, port: int, server: str = "granian") -> None:
+    """Run ``app`` as the service runs its own on ``server`` (``WS_SERVER``)."""
     defaults = Settings()
-    server = Server(
+    if server == "uvicorn":
+        import uvicorn  # noqa: PLC0415 - the uvicorn extra, needed only here
+
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, ws="websockets-sansio",
+            ws_max_size=defaults.ws_max_message_bytes, ws_ping_interval=None,
+            ws_ping_timeout=None, backlog=defaults.listen_backlog, log_config=None,
+            access_log=False, log_level="warning", lifespan="on",
+        )
+        asyncio.run(uvicorn.Server(config).serve())
+        return
+    granian = Server(
         app, address="127.0.0.1", port=port, interface=Interfaces.ASGI,
         http=HTTPModes.http1, backlog=defaults.listen_backlog,
         backpressure=defaults.http_max_connections,
@@ -77,4 +93,4 @@ def serve(app: Any, port: int) -> None:
         ),
         log_level=LogLevels.warning, log_access=False,
     )
-    asyncio.run(server.serve())
+    asyncio.run(granian.serve())

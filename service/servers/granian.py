@@ -127,8 +127,9 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 class GranianAdapter:
     name = "granian"
-    # Measured: an idle heartbeating WebSocket costs about 0.16 MiB of RSS (docs/benchmarks.md).
-    idle_connection_bytes = 168 * 1024
+    # Measured: an idle heartbeating WebSocket costs 158-161 KiB of RSS (docs/benchmarks.md,
+    # "Two servers").
+    idle_connection_bytes = 160 * 1024
 
     def message_buffer(self, settings: Settings) -> tuple[int, str]:
         return MAX_MESSAGE_BYTES, (

@@ -148,8 +148,9 @@ class _Server(uvicorn.Server):
 
 class UvicornAdapter:
     name = "uvicorn"
-    # Measured: docs/benchmarks.md (idle heartbeating WebSockets, permessage-deflate off).
-    idle_connection_bytes = 48 * 1024
+    # Measured (docs/benchmarks.md, "Two servers"): 32 KiB per idle heartbeating WebSocket,
+    # 72 KiB when permessage-deflate was negotiated (browsers offer it): the bound is that.
+    idle_connection_bytes = 72 * 1024
 
     def message_buffer(self, settings: Settings) -> tuple[int, str]:
         limit = settings.ws_max_message_bytes
