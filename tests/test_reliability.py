@@ -486,7 +486,9 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
     run(crowd(f"{proxy.url}/ws/health", connections, hold, stats, pong_every=4,
               on_held=lambda: opened_at.append(time.monotonic()),
               samples=lambda: rss.append(rss_bytes(pid))), limit=hold + 120)
-    fds_back = wait_until(lambda: socket_count(pid) <= fds_before, 15)
+    # 30 s: 2,000 closes through nginx on a busy 2-core CI machine once left one socket past
+    # 15 s (8 > 7); a leaked socket never comes back, so the bound stays exact.
+    fds_back = wait_until(lambda: socket_count(pid) <= fds_before, 30)
     fds_after, rss_after_1 = socket_count(pid), rss_bytes(pid)
     # A second, short round: memory freed by the first round is retained by the allocators
     # (RSS does not fall back to the pre-load level) but must be reused, not added to.
