@@ -11,9 +11,11 @@ answers. uvicorn waits for the client's close frame itself: the clean end is hel
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
+import socket
 import threading
 import time
 import urllib.request
@@ -22,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.servers.granian import LINGER_SECONDS
-from service.servers.granian_tcp import LINGER_MAX_BYTES, _ClientFrames
+from service.servers.granian_tcp import LINGER_MAX_BYTES, Sockets, _ClientFrames
 from testkit.procfs import socket_count, wait_until
 from testkit.rawws import BINARY, CLOSE, PING, PONG, TEXT, RawWebSocket, encode_frame
 from testkit.service import ServiceProcess, StartService
@@ -36,6 +38,28 @@ def _frames() -> list[bytes]:
     shapes = [(TEXT, 5), (BINARY, 200), (TEXT, 70_000), (PING, 3), (PONG, 0), (TEXT, 125),
               (TEXT, 126)]
     return [encode_frame(op, rng.randbytes(n)) for op, n in shapes]
+
+
+def test_a_descriptor_found_for_a_close_that_gave_up_meanwhile_is_closed() -> None:
+    """The answer arrives, then the close times out before its task resumes: the duplicate
+    must be closed there, or it holds the connection open (a CI run left one socket behind
+    after 2,000 closes through nginx)."""
+    async def race() -> socket.socket:
+        sockets = Sockets()
+        kept, other = socket.socketpair()
+        other.close()
+        pair = (("127.0.0.1", 1), ("127.0.0.1", 2))
+        asker = asyncio.create_task(sockets.hold(pair))
+        await asyncio.sleep(0)  # the asker now waits for the scan's answer
+        (future,) = sockets._pending[pair]
+        future.set_result(kept)
+        asker.cancel()  # before the asker has resumed
+        with contextlib.suppress(asyncio.CancelledError):
+            await asker
+        assert asker.cancelled()
+        return kept
+
+    assert asyncio.run(race()).fileno() == -1
 
 
 def test_the_frame_walk_finds_the_close_frame_wherever_reads_split_the_stream() -> None:

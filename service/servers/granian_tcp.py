@@ -166,7 +166,15 @@ class Sockets:
         self._pending.setdefault(pair, []).append(future)
         if self._scanner is None:
             self._scanner = asyncio.create_task(self._scan_while_asked())
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Cancelled after the answer came but before this task resumed (a wait_for
+            # timing out at that moment): nobody else will close that duplicate, and a
+            # socket dropped unclosed lives on in a garbage cycle, holding the connection.
+            if future.done() and not future.cancelled() and (sock := future.result()):
+                sock.close()
+            raise
 
     async def _scan_while_asked(self) -> None:
         try:
