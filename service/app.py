@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
-from litestar import Litestar, Request, Response, WebSocket, get, websocket
+from litestar import Litestar, Request, Response, WebSocket, asgi, get
 from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.exceptions import MethodNotAllowedException
+from litestar.types import Receive, Scope, Send
 
 from service.check_page import check_page_route
 from service.diagnostics import configure_logging
@@ -43,12 +47,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     def ws_route(endpoint: Endpoint) -> Any:
         registry.endpoint_totals(endpoint.path)  # its series exist (at 0) from the start
-        async def handler(socket: WebSocket[Any, Any, Any]) -> None:
-            await Session(
-                connect(socket), endpoint, settings, registry=registry, scheduler=scheduler,
-            ).run()
 
-        return websocket(endpoint.path, name=endpoint.path)(handler)
+        # A raw ASGI route: no framework wrapper between the server and the session
+        # (service.servers.asgi); a plain request gets what Litestar gives a WebSocket route.
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.WEBSOCKET:
+                raise MethodNotAllowedException(headers={"Allow": "websocket"})
+            session = Session(connect(scope, receive, send), endpoint, settings,
+                              registry=registry, scheduler=scheduler)
+            # A task of its own: each message then wakes the session's few frames, not the
+            # dozen of Litestar's and the middleware's above this handler (docs/benchmarks.md).
+            await asyncio.get_running_loop().create_task(session.run())
+
+        return asgi(endpoint.path, name=endpoint.path, is_mount=False)(handler)
 
     @get("/health", sync_to_thread=False)
     def health(request: Request[Any, Any, Any]) -> Response[HealthResponse]:

@@ -8,7 +8,7 @@ this interface and nothing else; each server has one adapter module in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -76,12 +76,13 @@ class Connection(Protocol):
     unknown_close_detail: str
     """What a close without a status code may have been, on this server (the close log line)."""
 
-    async def accept(self) -> None: ...
+    async def accept(self) -> bool:
+        """Complete the handshake; False when the client left before it finished."""
 
     async def receive(self) -> Received:
         """The next message or the end; the server answers protocol pings meanwhile."""
 
-    async def send_text(self, text: str) -> None:
+    def send_text(self, text: str) -> Awaitable[None]:
         """Send one text message; may block while the peer does not read."""
 
     async def close(self, code: int, reason: str, *, frame: bool, budget: float) -> CloseOutcome:

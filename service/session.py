@@ -203,7 +203,8 @@ class Session:
 
     async def run(self) -> None:
         connection = self.connection
-        await connection.accept()
+        if not await connection.accept():
+            return
         self._task = asyncio.current_task()
         self.registry.add(self)
         headers = connection.headers

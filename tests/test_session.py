@@ -40,8 +40,8 @@ class FakeConnection:
         self.sending_blocked: asyncio.Event | None = None
         self.outcome = CloseOutcome(delivered=True, ack="frame")
 
-    async def accept(self) -> None:
-        return None
+    async def accept(self) -> bool:
+        return True
 
     async def receive(self) -> Received:
         self.reading.set()

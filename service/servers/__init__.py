@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from service.settings import SettingsError
 
 if TYPE_CHECKING:
     import asyncio
 
-    from litestar import Litestar, WebSocket
+    from litestar import Litestar
+    from litestar.types import Receive, Scope, Send
 
     from service.connection import Connection
     from service.settings import Settings
@@ -32,7 +33,7 @@ class Adapter(Protocol):
 
     def message_buffer(self, settings: Settings) -> tuple[int, str]: ...
 
-    def connect(self, socket: WebSocket[Any, Any, Any]) -> Connection: ...
+    def connect(self, scope: Scope, receive: Receive, send: Send) -> Connection: ...
 
     async def serve(self, app: Litestar, settings: Settings, stop: asyncio.Event,
                     drain: Callable[[], Awaitable[None]]) -> None:

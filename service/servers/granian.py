@@ -29,7 +29,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
@@ -37,11 +37,12 @@ from granian.log import LogLevels
 from granian.server.embed import Server
 
 from service.connection import CloseOutcome
-from service.servers.asgi import AsgiConnection
+from service.servers.asgi import AsgiConnection, expose_server_callables
 from service.servers.granian_tcp import Sockets, connection_pair, linger, shut_down
 
 if TYPE_CHECKING:
-    from litestar import Litestar, WebSocket
+    from litestar import Litestar
+    from litestar.types import Receive, Scope, Send
 
     from service.settings import Settings
 
@@ -60,11 +61,11 @@ class GranianConnection(AsgiConnection):
         "or a protocol error (Granian reports all three alike)"
     )
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], sockets: Sockets) -> None:
-        super().__init__(socket)
+    def __init__(self, scope: Scope, receive: Receive, send: Send, sockets: Sockets) -> None:
+        super().__init__(scope, receive, send)
         self._sockets = sockets
         # The server's address from the scope, not PORT: a plain `granian --port` run too.
-        self._pair = connection_pair(self.server, socket.scope.get("client"))
+        self._pair = connection_pair(self.server, scope.get("client"))
 
     async def close(self, code: int, reason: str, *, frame: bool, budget: float) -> CloseOutcome:
         """Deliver the close, and end the TCP connection without a reset.
@@ -83,7 +84,7 @@ class GranianConnection(AsgiConnection):
                     with contextlib.suppress(TimeoutError):
                         held = await asyncio.wait_for(sockets.hold(pair), budget / 2)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._socket.close(code, reason),
+                    await asyncio.wait_for(self.send_close(code, reason),
                                            max(0.0, deadline - loop.time()))
                     delivered = True
             if delivered:
@@ -139,8 +140,8 @@ class GranianAdapter:
     def __init__(self) -> None:
         self._sockets = Sockets()  # one per process: its scans serve every connection
 
-    def connect(self, socket: WebSocket[Any, Any, Any]) -> GranianConnection:
-        return GranianConnection(socket, self._sockets)
+    def connect(self, scope: Scope, receive: Receive, send: Send) -> GranianConnection:
+        return GranianConnection(scope, receive, send, self._sockets)
 
     async def serve(self, app: Litestar, settings: Settings, stop: asyncio.Event,
                     drain: Callable[[], Awaitable[None]]) -> None:
@@ -149,7 +150,8 @@ class GranianAdapter:
         # and only its HTTP/1 mode times out a connection that sends nothing; `auto` mode's
         # HTTP/2 sniffing waits forever, so 128 silent sockets used to lock everyone out.
         server = Server(
-            app, address=settings.host, port=settings.port, interface=Interfaces.ASGI,
+            expose_server_callables(app), address=settings.host, port=settings.port,
+            interface=Interfaces.ASGI,
             http=HTTPModes.http1, backlog=settings.listen_backlog,
             backpressure=settings.http_max_connections,
             http1_settings=HTTP1Settings(

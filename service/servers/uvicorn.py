@@ -33,24 +33,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from litestar.enums import ScopeType
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from service.connection import CloseOutcome, Disconnect
-from service.servers.asgi import AsgiConnection
+from service.servers.asgi import AsgiConnection, expose_server_callables
 
 if TYPE_CHECKING:
-    from litestar import Litestar, WebSocket
-    from litestar.types import ASGIApp, Receive, Scope, Send
+    from litestar import Litestar
+    from litestar.types import Receive, Scope, Send
 
     from service.settings import Settings
 
-_PROTOCOL = "ws_kit.uvicorn_protocol"
 _logger = logging.getLogger("service")
 
 
@@ -59,9 +57,9 @@ class UvicornConnection(AsgiConnection):
 
     unknown_close_detail = "no status code: a close frame without one, or a dropped TCP connection"
 
-    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
-        super().__init__(socket)
-        protocol = cast("dict[str, Any]", socket.scope).get(_PROTOCOL)
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        super().__init__(scope, receive, send)
+        protocol = getattr(self._receive, "__self__", None)  # the owner of uvicorn's receive
         self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
 
     def disconnect(self, event: dict[str, Any]) -> Disconnect:
@@ -79,7 +77,7 @@ class UvicornConnection(AsgiConnection):
         """The close frame, then uvicorn's own close handshake; or abort the transport."""
         if frame:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._socket.close(code, reason), budget)
+                await asyncio.wait_for(self.send_close(code, reason), budget)
                 return CloseOutcome(delivered=True)
         protocol = self._protocol
         if protocol is None:
@@ -88,17 +86,6 @@ class UvicornConnection(AsgiConnection):
             return CloseOutcome(delivered=False, tcp="gone")
         protocol.transport.abort()
         return CloseOutcome(delivered=False, tcp="shut_down")
-
-
-def _expose_protocol(app: ASGIApp) -> ASGIApp:
-    """File each WebSocket's protocol object (the owner of its ``receive``) in its scope."""
-
-    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.WEBSOCKET:
-            cast("dict[str, Any]", scope)[_PROTOCOL] = getattr(receive, "__self__", None)
-        await app(scope, receive, send)
-
-    return asgi
 
 
 class _H11WithHeaderTimeout(H11Protocol):
@@ -156,8 +143,8 @@ class UvicornAdapter:
         limit = settings.ws_max_message_bytes
         return limit, f"uvicorn enforces WS_MAX_MESSAGE_BYTES={limit} while reading (1009)"
 
-    def connect(self, socket: WebSocket[Any, Any, Any]) -> UvicornConnection:
-        return UvicornConnection(socket)
+    def connect(self, scope: Scope, receive: Receive, send: Send) -> UvicornConnection:
+        return UvicornConnection(scope, receive, send)
 
     async def serve(self, app: Litestar, settings: Settings, stop: asyncio.Event,
                     drain: Callable[[], Awaitable[None]]) -> None:
@@ -165,7 +152,7 @@ class UvicornAdapter:
         http = type("HeaderTimeoutH11", (_H11WithHeaderTimeout,),
                     {"header_timeout": settings.http_header_timeout})
         config = uvicorn.Config(
-            _expose_protocol(app), host=settings.host, port=settings.port, http=http,
+            expose_server_callables(app), host=settings.host, port=settings.port, http=http,
             ws="websockets-sansio", ws_max_size=settings.ws_max_message_bytes,
             ws_ping_interval=None, ws_ping_timeout=None,
             backlog=settings.listen_backlog, log_config=None, access_log=False,
