@@ -9,16 +9,16 @@ close each client with 1001 Going Away first, then stop the server
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import socket
 import sys
 
-from service.app import create_app
-from service.codes import CloseCode
+from litestar import Litestar
+
 from service.control import serve_control
-from service.registry import Registry
-from service.servers import Adapter
+from service.plugin import WsKit
 from service.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger("service")
@@ -37,10 +37,33 @@ def _check_bind(settings: Settings) -> None:
             ) from None
 
 
+def build_app(settings: Settings) -> tuple[Litestar, WsKit]:
+    """The app WS_APP names, and its kit; a clear error when it is not one."""
+    module_name, _, name = settings.ws_app.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise SettingsError(f"WS_APP={settings.ws_app}: no module named {exc.name!r} "
+                            f"(is the app's package installed?)") from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise SettingsError(f"WS_APP={settings.ws_app}: {module_name} has no function {name!r}")
+    app = factory(settings)
+    if not isinstance(app, Litestar):
+        raise SettingsError(f"WS_APP={settings.ws_app} returned {type(app).__name__}, "
+                            f"not a Litestar app")
+    try:
+        kit = app.plugins.get(WsKit)
+    except KeyError:
+        raise SettingsError(
+            f"WS_APP={settings.ws_app}: the app has no WsKit plugin; add "
+            f"plugins=[WsKit(settings)] to its Litestar(...)") from None
+    return app, kit
+
+
 async def serve(settings: Settings) -> None:
-    app = create_app(settings)
-    registry: Registry = app.state["registry"]
-    server: Adapter = app.state["server"]
+    app, kit = build_app(settings)
+    registry = kit.registry
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -56,17 +79,11 @@ async def serve(settings: Settings) -> None:
             ) from None
 
     async def drain() -> None:
-        open_count = len(registry)
-        logger.info("draining: new handshakes get 503, %d connection(s) get 1001", open_count)
-        left = await registry.close_all(
-            CloseCode.GOING_AWAY, "server shutting down", settings.ws_shutdown_timeout
-        )
-        logger.info("shutdown: closed %d connection(s) with 1001, %d did not finish",
-                    open_count, left)
+        await kit.drain()
         if control is not None:
             control.close()
 
-    await server.serve(app, settings, stop, drain)
+    await kit.server.serve(app, kit.settings, stop, drain)
 
 
 def main() -> None:

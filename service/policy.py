@@ -32,13 +32,14 @@ from service.codes import CloseCode
 ClosedBy = Literal["server", "client", "unknown"]
 Cause = Literal[
     "client", "unknown", "protocol", "binary", "too_big", "rate_limit", "ping_timeout",
-    "send_deadline", "shutdown", "shed", "internal",
+    "send_deadline", "shutdown", "shed", "internal", "app",
 ]
 """Why a connection closed, typed (metrics and the registry count by it, never by reason text).
 
 ``client``/``unknown``: the peer's close (``unknown``: no status code, maybe a cut);
 ``protocol``: the server's own protocol layer closed it (a frame it refused, a message over
-its size limit) and told the app afterwards; the rest are the policy's and the service's."""
+its size limit) and told the app afterwards; ``app``: an endpoint's handler closed it
+(``Session.close``); the rest are the policy's and the service's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,10 @@ import logging
 import random
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+from websockets.frames import EXTERNAL_CLOSE_CODES
 
 from service.codes import CloseCode
 from service.connection import CloseAck, Disconnect
@@ -33,6 +34,7 @@ from service.messages import Heartbeat
 from service.policy import Beat, Cause, Close, Limits, Policy
 
 if TYPE_CHECKING:
+    from service.api import Endpoint
     from service.connection import Connection
     from service.registry import Registry
     from service.scheduler import Scheduler
@@ -71,24 +73,16 @@ def limits_for(settings: Settings, *, periodic: bool) -> Limits:
     )
 
 
-class Endpoint(Protocol):
-    """What differs between ``/ws/echo``, ``/ws/health`` and ``/ws``."""
-
-    path: str
-    client_prefix: str
-    periodic_heartbeat: bool
-    """True: a heartbeat every interval. False: only after an interval with nothing sent."""
-
-    def greeting(self, session: Session) -> msgspec.Struct | None: ...
-
-    def handle(self, session: Session, text: str) -> msgspec.Struct | None: ...
-
-
 class Session:
-    """One connection from accept to close; :meth:`run` is its only task."""
+    """One connection from accept to close; :meth:`run` is its only task.
+
+    What an endpoint's handler may use: ``client_id``, ``received_text`` (the message being
+    handled, as sent), ``age``, ``ping_count``, ``pong_count``, :meth:`send` and
+    :meth:`close`.
+    """
 
     def __init__(
-        self, connection: Connection, endpoint: Endpoint, settings: Settings,
+        self, connection: Connection, endpoint: Endpoint[Any], settings: Settings,
         *, registry: Registry, scheduler: Scheduler,
     ) -> None:
         self.connection = connection
@@ -105,6 +99,7 @@ class Session:
         self.opened_at = opened_at
         self.messages_in = 0
         self.messages_out = 0
+        self.received_text = ""
         self.close_ack: CloseAck | None = None
         self._task: asyncio.Task[Any] | None = None
         self._beats: set[asyncio.Task[None]] = set()
@@ -138,6 +133,16 @@ class Session:
 
     def record_pong(self) -> None:
         self.policy.pong()
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """End this connection from a handler: the close frame goes out once the handler
+        returns (its reply, if any, first). ``code``: 1000, another code RFC 6455 lets an
+        endpoint send, or an application's own, 3000-4999."""
+        if code not in EXTERNAL_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"close code {code} may not be sent: use 1000-1003, 1007-1014 "
+                             f"or 3000-4999")
+        if self.policy.closed is None:
+            self.policy.close(code, truncate_reason(reason), cause="app")
 
     # --- requests from outside the connection's task ---------------------------------------
 
@@ -261,7 +266,9 @@ class Session:
             text = received if isinstance(received, str) else None
             if policy.message(scheduler.now, text) is not None or text is None:
                 return
-            reply = endpoint.handle(self, text)
+            self.received_text = text
+            reply = (await endpoint.handle_async(self, text) if endpoint.is_async
+                     else endpoint.handle(self, text))
             if reply is not None:
                 await self.send(reply)
             if policy.closed is not None:

@@ -52,6 +52,10 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     metrics: bool = True
     ws_server: Literal["granian", "uvicorn"] = "granian"
     """The server ``ws-service`` embeds (service.servers); uvicorn needs the ``uvicorn`` extra."""
+    ws_app: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = (
+        "service.app:create_app"
+    )
+    """The app ``ws-service`` serves: ``module:factory``, called with these settings."""
 
     def __post_init__(self) -> None:
         # A pong-aware client must be able to answer one heartbeat before the next is due.
@@ -119,6 +123,10 @@ ACCEPTS: dict[str, str] = {
     "LOG_LEVEL": "one of debug, info, warning, error",
     "WS_SERVER": "granian or uvicorn (uvicorn needs the uvicorn extra)",
     "METRICS": "true or false (also 1 or 0); false: no /metrics route",
+    "WS_APP": (
+        "module:factory, a function that takes the settings and returns a Litestar app with "
+        "the WsKit plugin (default service.app:create_app)"
+    ),
 }
 _LIST_VARS = frozenset({"ALLOWED_ORIGINS"})
 _LOWER_VARS = frozenset({"LOG_LEVEL", "WS_SERVER"})

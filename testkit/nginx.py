@@ -179,6 +179,8 @@ class NginxProxy:
     """``worker_shutdown_timeout`` in seconds, as ``nginx_worker_shutdown_timeout`` sets it
     (0: none, the role's default)."""
     core: int | None = None
+    role_vars: str = "{}"
+    """More of the nginx role's variables, as JSON (an app's own locations)."""
     source: str = role_site.SOURCE
     nginx: Nginx | None = None
 
@@ -191,7 +193,7 @@ class NginxProxy:
             self.port, [self.backend] if isinstance(self.backend, int) else self.backend,
             interval=self.interval, timeout=self.timeout, margin=self.margin,
             read_timeout=self.read_timeout or None, per_address_limits=self.per_address_limits,
-            check_rule=self.check_rule)
+            check_rule=self.check_rule, role_vars=self.role_vars)
         if not self.read_timeout:
             self.read_timeout = role_site.read_timeout_of(text)
         return text

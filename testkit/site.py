@@ -112,11 +112,12 @@ def render_sites(sites: Iterable[Site]) -> list[str]:
 def render_site(listen: int, backend: int | Iterable[int], *, interval: float = 30,
                 timeout: float = 10, margin: float | None = None,
                 read_timeout: int | None = None, per_address_limits: bool = False,
-                check_rule: bool = True) -> str:
-    """The role's site file listening on 127.0.0.1:``listen`` in front of ``backend`` port(s)."""
+                check_rule: bool = True, role_vars: str = "{}") -> str:
+    """The role's site file listening on 127.0.0.1:``listen`` in front of ``backend`` port(s);
+    ``role_vars``: more of the role's variables, as JSON."""
     backends = (backend,) if isinstance(backend, int) else tuple(backend)
     site = Site(listen, backends, interval, timeout, margin, read_timeout, per_address_limits,
-                check_rule)
+                check_rule, role_vars=role_vars)
     return render_sites([site])[0]
 
 

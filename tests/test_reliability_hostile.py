@@ -273,10 +273,9 @@ def test_fuzzed_frames_get_an_error_or_the_right_close(
 def test_deeply_nested_json_gets_a_reply_not_1011(hostile: ServiceProcess, path: str) -> None:
     """Valid JSON nested 2,000 deep (4 KiB, within WS_MAX_MESSAGE_BYTES) must get a reply.
 
-    Fails today: msgspec raises RecursionError (not a DecodeError) past ~1,000 levels, which
-    escapes ``service.endpoints`` (``_parse``; ``HealthEndpoint.handle`` for a valid tag); the
-    session logs a traceback and closes with 1011 "internal error". Fix: catch RecursionError
-    next to msgspec.DecodeError around every decode of client text and answer ``invalid_json``
+    msgspec raises RecursionError (not a DecodeError) past ~1,000 levels; uncaught, it would
+    escape the decode of client text (``service.api``), log a traceback and close with
+    1011 "internal error". Caught next to msgspec.DecodeError, it is answered ``invalid_json``
     ("JSON nested too deeply").
     """
     kind = "get_status" if path == "/ws/health" else "deep"

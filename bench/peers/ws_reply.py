@@ -1,6 +1,6 @@
 """The service's ``/ws`` reply without the service, and its embedded server: the floor peers.
 
-``litestar-min`` and ``asgi-reply`` answer exactly as ``service.endpoints.WsEndpoint`` does,
+``litestar-min`` and ``asgi-reply`` answer exactly as ``service.endpoints.ws_endpoint`` does,
 with the service's own Structs and the same msgspec encoder and envelope decoder, and send the
 text frame the same way (``websocket.send`` with the encoded message as ``text``), so the bytes
 on the wire have the same shape and the per-message work differs from the service only by what
@@ -31,7 +31,7 @@ from granian.server.embed import Server
 from service.messages import Envelope, Error, ErrorCode, WsEcho, WsPong
 from service.settings import Settings
 
-CLIENT_PREFIX = "ws_client"  # WsEndpoint.client_prefix
+CLIENT_PREFIX = "ws_client"  # ws_endpoint().client_prefix
 
 _encode = msgspec.json.Encoder().encode
 _envelope = msgspec.json.Decoder(Envelope)
@@ -48,7 +48,7 @@ def _error(client_id: str, code: ErrorCode, detail: str) -> str:
 
 
 def reply(client_id: str, text: str) -> str:
-    """``WsEndpoint.handle`` followed by the service's encoding of the answer."""
+    """``ws_endpoint()``'s handler followed by the service's encoding of the answer."""
     started = time.perf_counter()
     try:
         message = _envelope.decode(text)
