@@ -63,6 +63,7 @@ def build_app(settings: Settings) -> tuple[Litestar, WsKit]:
 
 async def serve(settings: Settings) -> None:
     app, kit = build_app(settings)
+    logger.info("app: %s (WS_APP)", settings.ws_app)
     registry = kit.registry
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -39,7 +39,7 @@ def calc(session: Session, message: Add | Mul) -> Result:
     return Result(value=value, client_id=session.client_id)
 
 
-@get("/")
+@get("/", sync_to_thread=False)
 def index() -> dict[str, str]:
     """An HTTP route of the app's own."""
     return {"calc": "/ws/calc"}
