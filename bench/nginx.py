@@ -8,11 +8,19 @@ to the servers' core.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from testkit.nginx import NGINX, NginxProxy
+from testkit.paths import REPO
+
+# The role's WebSocket locations, and the kit-no-session peer's /ws/raw (bench.peers.kit_raw).
+_ROLE = yaml.safe_load((REPO / "infra/roles/nginx/defaults/main.yml").read_text())
+_LOCATIONS = json.dumps({"nginx_ws_locations": [*_ROLE["nginx_ws_locations"], "/ws/raw"]})
 
 
 def available() -> bool:
@@ -24,7 +32,8 @@ class Nginx:
 
     def __init__(self, backend: int, core: int | None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
-        self.proxy = NginxProxy(self.dir, backend, workers=1, connections=4096, core=core)
+        self.proxy = NginxProxy(self.dir, backend, workers=1, connections=4096, core=core,
+                                role_vars=_LOCATIONS)
         self.proxy.start()
         self.port = self.proxy.port
         self.source = self.proxy.source

@@ -20,7 +20,9 @@ from testkit.processes import pinned, stop
 
 VENV_BIN = Path(sys.executable).parent
 # The service's servers: each one is ``ws-service`` with this ``WS_SERVER``.
-SERVICE_ON = {"service": "granian", "service-uvicorn": "uvicorn"}
+SERVICE_ON = {"service": "granian", "service-uvicorn": "uvicorn", "kit-no-session": "granian"}
+# ... and this WS_APP, when not the service itself.
+APP_OF = {"kit-no-session": "bench.peers.kit_raw:create_app"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Server:
         py = str(VENV_BIN / "python")
         if self.name in SERVICE_ON:
             env["WS_SERVER"] = SERVICE_ON[self.name]
+            env["WS_APP"] = APP_OF.get(self.name, "service.app:create_app")
             ping_timeout = max(0.1, interval / 3)
             env.update(PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="warning",
                        WS_PING_INTERVAL=f"{interval:g}", WS_PING_TIMEOUT=f"{ping_timeout:g}")
@@ -65,6 +68,8 @@ SERVERS: dict[str, Server] = {
         Server("litestar-min", "minimal Litestar @websocket loop on embedded Granian"),
         Server("asgi-reply", "raw ASGI on embedded Granian, the service's /ws reply"),
         Server("service-uvicorn", "this service on uvicorn (WS_SERVER=uvicorn, websockets-sansio)"),
+        Server("kit-no-session",
+               "the service's app on embedded Granian with a bare /ws reply loop, no session"),
         Server("asgi-reply-uvicorn",
                "raw ASGI on uvicorn (websockets-sansio), the service's /ws reply"),
     )
@@ -91,6 +96,8 @@ TARGETS: tuple[Target, ...] = (
     Target("litestar-min", "litestar-min", "/ws",
            "minimal Litestar @websocket loop, same /ws reply"),
     Target("asgi-reply", "asgi-reply", "/ws", "raw ASGI on embedded Granian, same /ws reply"),
+    Target("kit-no-session", "kit-no-session", "/ws/raw",
+           "the service's app, /ws's reply without the session"),
     Target("service-uvicorn /ws", "service-uvicorn", "/ws", "this service on uvicorn, /ws"),
     Target("asgi-reply-uvicorn", "asgi-reply-uvicorn", "/ws",
            "raw ASGI on uvicorn (websockets-sansio), same /ws reply"),
@@ -102,6 +109,7 @@ BASELINE = "service /ws"
 FLOORS: dict[str, str] = {
     "litestar-min": "service /ws",
     "asgi-reply": "service /ws",
+    "kit-no-session": "service /ws",  # what the session alone costs
     "asgi-reply-uvicorn": "service-uvicorn /ws",
 }
 

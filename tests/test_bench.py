@@ -22,7 +22,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--out", str(out),
          "--only", "service /ws", "--only", "picows", "--only", "litestar-min",
-         "--only", "asgi-reply", "--only", "service-uvicorn /ws", "--only", "asgi-reply-uvicorn"],
+         "--only", "asgi-reply", "--only", "service-uvicorn /ws", "--only", "asgi-reply-uvicorn",
+         "--only", "kit-no-session"],
         cwd=ROOT, check=True, timeout=150, capture_output=True,
     )
     return out
@@ -42,7 +43,8 @@ def test_tiny_run_writes_json_markdown_and_plot(tiny_run: Path) -> None:
 def test_tiny_run_measures_every_target_and_ratio(tiny_run: Path) -> None:
     result = json.loads((tiny_run / "results.json").read_text())
     assert set(result["rounds"]) == {"service /ws", "picows", "litestar-min", "asgi-reply",
-                                     "service-uvicorn /ws", "asgi-reply-uvicorn"}
+                                     "service-uvicorn /ws", "asgi-reply-uvicorn",
+                                     "kit-no-session"}
     for key, rounds in result["rounds"].items():
         assert len(rounds) == result["mode"]["rounds"], key
         for metric in ("lat1_p50_us", "lat1_p99_us", "c100_msgs_per_s", "c100_p99_us",
@@ -59,7 +61,7 @@ def test_tiny_run_measures_every_target_and_ratio(tiny_run: Path) -> None:
 
 
 FLOORS = {"litestar-min": "service /ws", "asgi-reply": "service /ws",
-          "asgi-reply-uvicorn": "service-uvicorn /ws"}
+          "kit-no-session": "service /ws", "asgi-reply-uvicorn": "service-uvicorn /ws"}
 
 
 def test_tiny_run_reads_the_service_against_the_floor_peers(tiny_run: Path) -> None:
@@ -83,6 +85,7 @@ def test_tiny_run_reads_the_service_against_the_floor_peers(tiny_run: Path) -> N
     assert "| litestar-min | service /ws |" in floor
     assert "| asgi-reply | service /ws |" in floor
     assert "| asgi-reply-uvicorn | service-uvicorn /ws |" in floor
+    assert "| kit-no-session | service /ws |" in floor
 
 
 def test_tiny_run_holds_connections_without_drops(tiny_run: Path) -> None:

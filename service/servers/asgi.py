@@ -23,7 +23,7 @@ from service.connection import Disconnect, Received, peer_key
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from litestar.types import ASGIApp, Receive, Scope, Send, WebSocketReceiveEvent
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
 SERVER_CALLABLES = "ws_kit.server_callables"
 """The scope key under which the server's own ``(receive, send)`` are filed."""
@@ -65,10 +65,9 @@ class AsgiConnection:
         return Disconnect(event.get("code"), event.get("reason") or None)
 
     async def receive(self) -> Received:
-        event = await self._receive()
+        event: Any = await self._receive()  # (no typing.cast per message: it is a call)
         if event["type"] == "websocket.disconnect":
-            return self.disconnect(cast("dict[str, Any]", event))
-        event = cast("WebSocketReceiveEvent", event)
+            return self.disconnect(event)
         text = event.get("text")
         return text if text is not None else (event.get("bytes") or b"")
 
