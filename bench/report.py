@@ -190,6 +190,7 @@ def markdown(result: dict[str, Any]) -> str:
     labels = {k: v["label"] for k, v in result["targets"].items()}
     mode = result["mode"]
     lines = [
+        f"Commit `{result['machine'].get('commit', 'unknown')}`. "
         f"Mode `{mode['name']}`: {mode['rounds']} interleaved round(s); each cell is the median "
         "(min-max) over rounds; `÷ ours` is the peer's median divided by this service's "
         f"(`{BASELINE}`). Servers on core {result['server_core']}, load generator on core "

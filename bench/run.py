@@ -7,6 +7,7 @@ import contextlib
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,9 @@ from typing import Any
 
 from bench import load
 from bench.nginx import Nginx, available
-from bench.servers import SERVERS, TARGETS, Running, Target
+from bench.servers import SERVERS, SERVICE_ON, TARGETS, Running, Target
+from service.limits import connections_for
+from service.settings import Settings
 from testkit.stats import percentile
 
 
@@ -184,11 +187,22 @@ async def _hold_level(server: Running, count: int, mode: Mode, rss0: int, *,
     }
 
 
+def _levels_for(name: str, levels: list[int], nofile: int) -> list[int]:
+    """The service holds what its descriptor rule allows (``service.limits``, the defaults'
+    ``HTTP_MAX_CONNECTIONS``) and refuses the rest with 503: levels above that are measured at
+    that bound instead, the most its deployed defaults hold here."""
+    if name not in SERVICE_ON:
+        return levels
+    cap = connections_for(nofile, Settings().http_max_connections)
+    kept = [n for n in levels if n <= cap]
+    return [*kept, cap] if len(kept) < len(levels) else kept
+
+
 async def phase_scaling(mode: Mode, servers: list[str], *, server_core: int | None,
                         nofile: int, log_dir: Path, log: Any) -> dict[str, list[dict[str, float]]]:
     """Figure 2: one server at a time, N connections held on /ws/health with heartbeats on."""
     levels = [n for n in mode.hold_levels if n + 200 <= nofile]
-    runs = [(name, False, levels) for name in servers]
+    runs = [(name, False, _levels_for(name, levels, nofile)) for name in servers]
     runs += [(name, True, levels[:1]) for name in servers if name in DEFLATE_SCALING]
     results: dict[str, list[dict[str, float]]] = {}
     for name, deflate, counts in runs:
@@ -209,6 +223,20 @@ async def phase_scaling(mode: Mode, servers: list[str], *, server_core: int | No
             server.stop()
         results[key] = rows
     return results
+
+
+def _commit() -> str:
+    """The code measured: HEAD's short hash, ``+changes`` when the tree differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    git = shutil.which("git") or "git"
+    try:
+        head = subprocess.run([git, "rev-parse", "--short", "HEAD"], cwd=root,  # noqa: S603
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run([git, "status", "--porcelain", "--untracked-files=no"],  # noqa: S603
+                               cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty.strip() else "")
 
 
 def machine_info() -> dict[str, Any]:
@@ -232,6 +260,7 @@ def machine_info() -> dict[str, Any]:
         nginx = out.stderr.strip().removeprefix("nginx version: ")
     versions["nginx"] = nginx or "missing"
     return {
+        "commit": _commit(),
         "nproc": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
         "python": platform.python_version(), "implementation": sys.implementation.name,
         "packages": versions, "loadavg_start": list(os.getloadavg()),

@@ -30,7 +30,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_tiny_run_writes_json_markdown_and_plot(tiny_run: Path) -> None:
-    assert (tiny_run / "results.md").read_text().startswith("Mode `tiny`")
+    assert (tiny_run / "results.md").read_text().startswith("Commit `")
     assert (tiny_run / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((tiny_run / "results.json").read_text())
     for key in ("mode", "machine", "rounds", "summary", "ratios", "scaling", "server_core",
