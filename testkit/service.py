@@ -13,6 +13,7 @@ from testkit.ports import free_port
 from testkit.processes import LineLog
 
 SHORT_INTERVALS = {"WS_PING_INTERVAL": "0.4", "WS_PING_TIMEOUT": "0.2"}
+TRACEBACK = "Traceback (most recent call last)"
 READY = "ready: serving on"
 
 
@@ -36,6 +37,8 @@ class ServiceProcess(LineLog):
     def __init__(self, argv: list[str], env: dict[str, str], port: int,
                  cwd: Path | None = None) -> None:
         self.port = port
+        self.tracebacks_expected = False
+        """True: a test that makes the service fail on purpose (the fixture checks its log)."""
         self.http = f"http://127.0.0.1:{port}"
         self.ws = f"ws://127.0.0.1:{port}"
         super().__init__(argv, env=env, cwd=cwd)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from testkit import nginx as nginx_runner
+from testkit import readme_rows
 from testkit.paths import REPO, VENV_BIN
 from testkit.ports import free_port, wait_for_port
 from testkit.processes import LineLog, stop
@@ -108,8 +109,11 @@ class SmokeRun:
         raise AssertionError(f"no result {via}:{name} in {self.out}")
 
     def diagnosis(self, code: str) -> dict[str, Any]:
+        """The diagnosis ``code``, which must read as the README's troubleshooting row for it
+        says (``testkit.readme_rows``)."""
         for d in self.report["diagnoses"]:
             if d["code"] == code:
+                readme_rows.check(code, f"[{code}] {d['cause']}")
                 return dict(d)
         raise AssertionError(f"no diagnosis {code!r}; output:\n{self.out}\n{self.err}")
 

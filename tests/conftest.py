@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from testkit.service import SHORT_INTERVALS, ServiceProcess, StartService
+from testkit.service import SHORT_INTERVALS, TRACEBACK, ServiceProcess, StartService
 from testkit.service import start_service as launch
 
 
@@ -45,8 +45,18 @@ def start_service(ws_server: str) -> Iterator[StartService]:
         return proc
 
     yield start
+    # A service that crashed, or logged a traceback, fails the test that started it, even when
+    # the test's own asserts passed.
+    problems = []
     for proc in started:
-        proc.stop(timeout=10)
+        running = proc.proc.poll() is None
+        code = proc.stop(timeout=10)
+        if running and code != 0:
+            problems.append(f"the service on :{proc.port} exited {code} on SIGTERM, not 0")
+        if TRACEBACK in proc.output() and not proc.tracebacks_expected:
+            problems.append(f"the service on :{proc.port} printed a traceback")
+    if problems:
+        pytest.fail("; ".join(problems) + f"\n{started[-1].output()[-4000:]}")
 
 
 @pytest.fixture

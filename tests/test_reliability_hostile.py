@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
+from service.settings import Settings
 from testkit.figures import report
 from testkit.paths import VENV_BIN
 from testkit.ports import free_port
@@ -33,7 +34,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMIT = 4096
 PATHS = ["/ws/echo", "/ws/health", "/ws"]
 SLOW_HANDSHAKES = 20
-SERVER_HEADER_TIMEOUT = 30.0  # Granian's HTTP/1 header_read_timeout default (ws-service keeps it)
+SERVER_HEADER_TIMEOUT = Settings().http_header_timeout  # HTTP_HEADER_TIMEOUT, left at its default
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +247,8 @@ def test_fuzzed_frames_get_an_error_or_the_right_close(
     examples = [0]
     outcomes: Counter[str] = Counter()
 
-    @settings(max_examples=120, deadline=None, derandomize=False,
+    # Derandomized: the same 120 inputs every run, so a failure in CI is the one you rerun.
+    @settings(max_examples=120, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(item=hostile_inputs)
     def fuzz(item: Input) -> None:
@@ -368,18 +370,18 @@ def test_handshake_abuse_is_refused_and_holds_nothing(
 def test_incomplete_handshakes_are_cut_and_release_fds(
     hostile: ServiceProcess, slow_handshakes: SlowHandshakes,
 ) -> None:
-    """Runs last: handshakes opened at module start with headers never finished.
+    """Runs last: handshakes opened at module start, headers never finished or never sent.
 
-    Granian's header timeout cuts a request whose headers started but never ended. A connect
-    that never sends a byte is not timed out by Granian (reported, see docs/reliability.md;
-    nginx's client_header_timeout covers it in the deployment): the assertion for those is
-    that nothing stays held once the peer goes, and that the service served meanwhile.
+    HTTP_HEADER_TIMEOUT (its default) cuts both, and the service serves meanwhile: each
+    socket's close is awaited until the default timeout plus 5 s of slack after they were
+    opened (a service that kept them longer, as at Granian's own 30 s default, fails here
+    whenever the module's other tests took less than that), then nothing stays held.
     """
     started = [s for n, s in enumerate(slow_handshakes.sockets) if n % 2 == 0]
     silent = [s for n, s in enumerate(slow_handshakes.sockets) if n % 2 == 1]
     cut_after: list[float] = []
-    for s in started:
-        left = slow_handshakes.opened_at + SERVER_HEADER_TIMEOUT + 15 - time.monotonic()
+    for s in started + silent:
+        left = slow_handshakes.opened_at + SERVER_HEADER_TIMEOUT + 5 - time.monotonic()
         s.settimeout(max(0.1, left))
         try:
             data = s.recv(4096)  # the server's close (b"") is the event awaited
@@ -389,21 +391,13 @@ def test_incomplete_handshakes_are_cut_and_release_fds(
             data = b""
         cut_after.append(time.monotonic() - slow_handshakes.opened_at)
         assert data == b"", f"incomplete handshake answered or kept: {data[:80]!r}"
-    silent_open = 0
-    for s in silent:
-        s.setblocking(False)
-        try:
-            silent_open += s.recv(1) != b""  # b"": the server closed it
-        except BlockingIOError:
-            silent_open += 1  # nothing to read: still open
         s.close()
     with healthy_client(hostile) as ws:
         assert_healthy(ws, 0)
     pid = hostile.proc.pid
     back = wait_until(lambda: fd_count(pid) <= slow_handshakes.baseline, 10)
     report("incomplete_handshakes", partial_headers=len(started),
-           partial_cut_after_s=round(max(cut_after), 1), silent_connects=len(silent),
-           silent_still_open_after_s=round(time.monotonic() - slow_handshakes.opened_at, 1),
-           silent_still_open=silent_open, fds_baseline=slow_handshakes.baseline,
+           silent_connects=len(silent), all_cut_within_s=round(max(cut_after), 1),
+           header_timeout_s=SERVER_HEADER_TIMEOUT, fds_baseline=slow_handshakes.baseline,
            fds_after=fd_count(pid))
     assert back, f"fds {fd_count(pid)} > baseline {slow_handshakes.baseline}"

@@ -218,27 +218,28 @@ def test_idle_endpoints_get_heartbeats(service: ServiceProcess, path: str) -> No
 
 
 def test_busy_echo_connection_sends_no_extra_heartbeats(service: ServiceProcess) -> None:
-    async def scenario() -> tuple[int, float]:
+    async def scenario() -> list[float]:
         loop = asyncio.get_running_loop()
-        heartbeats, longest = 0, 0.0
+        gaps_before_heartbeats: list[float] = []
         async with connect(f"{service.ws}/ws") as ws:
-            last = loop.time()
+            last = loop.time()  # when the server last sent something
             for _ in range(12):  # a reply every ~0.1 s keeps the line busy for 1.2 s
                 await ws.send('{"type":"ping"}')
                 message = await recv_json(ws)
                 while message["type"] == "heartbeat":
-                    heartbeats += 1
+                    gaps_before_heartbeats.append(loop.time() - last)
+                    last = loop.time()
                     message = await recv_json(ws)
                 assert message["type"] == "pong"
-                now = loop.time()
-                longest, last = max(longest, now - last), now
+                last = loop.time()
                 await asyncio.sleep(0.1)  # pacing the client, not synchronisation
-        return heartbeats, longest
+        return gaps_before_heartbeats
 
-    heartbeats, longest_gap = run(scenario())
-    # A heartbeat is only due after a whole interval (0.4 s) with nothing sent; a machine that
-    # stalled this client for that long may see one, a busy line otherwise never does.
-    assert heartbeats == 0 or longest_gap > 0.4, (heartbeats, longest_gap)
+    gaps = run(scenario())
+    # A heartbeat is only due after a whole interval (0.4 s) with nothing sent: every one this
+    # client sees must follow such a silence (a stalled machine may cause one; a heartbeat
+    # sent while the line was busy fails, whatever the machine).
+    assert all(gap > 0.4 - 0.05 for gap in gaps), gaps
 
 
 def test_client_that_stops_answering_heartbeats_is_closed(service: ServiceProcess) -> None:
@@ -310,10 +311,12 @@ def test_protocol_pings_are_answered(service: ServiceProcess, path: str) -> None
 
     async def scenario() -> float:
         async with connect(f"{service.ws}{path}", ping_interval=None) as ws:
+            # The waiter resolves only on a pong carrying this payload; else it times out.
             pong_waiter = await ws.ping(b"are-you-there")
             return await asyncio.wait_for(pong_waiter, 2)
 
-    assert run(scenario()) >= 0
+    latency = run(scenario())
+    assert 0 < latency < 2
 
 
 # --- Origin policy and auth ---------------------------------------------------------------
@@ -546,18 +549,23 @@ def test_port_in_use_is_a_clear_error(service: ServiceProcess) -> None:
 
 @pytest.mark.server("granian")
 def test_plain_granian_factory_run(start_service: StartService) -> None:
-    """The design card's local ``granian`` run serves the same app (without the 1001 shutdown)."""
+    """The design card's local ``granian`` run serves the same app (without the 1001 shutdown),
+    on Granian's port, whatever ``PORT`` says: the service follows the port it is served on."""
     port = free_port()
     service = start_service(
         argv=[str(VENV_BIN / "granian"), "--interface", "asgi", "--factory",
               "--host", "127.0.0.1", "--port", str(port), "service.app:create_app"],
-        PORT=str(port), ready=None,
+        PORT=str(free_port()), ready=None,  # another port than Granian's
     )
+    assert service.port != port
     wait_for_port(port)
 
-    async def scenario() -> str:
-        async with connect(f"{service.ws}/ws/echo") as ws:
-            return str((await recv_json(ws))["type"])
+    async def scenario() -> tuple[str, str]:
+        async with connect(f"ws://127.0.0.1:{port}/ws/echo") as ws:
+            welcome = str((await recv_json(ws))["type"])
+        async with connect(f"ws://127.0.0.1:{port}/ws/health") as ws:
+            status = await recv_json(ws)
+        return welcome, str(status["environment"]["public_base_url"])
 
-    assert run(scenario()) == "welcome"
+    assert run(scenario()) == ("welcome", f"http://localhost:{port}")
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -282,6 +283,21 @@ def test_backend_down_behind_nginx_is_502_and_direct_confirms(workdir: Path,
     assert all(c.startswith("direct:") for c in refused["checks"])
     assert "backend itself is at fault" in run.diagnosis("backend_problem")["cause"]
     assert "proxy_configuration" not in run.codes
+
+
+def test_backend_that_never_answers_behind_nginx_is_504(workdir: Path, tmp_path: Path) -> None:
+    """A backend that takes the connection and never answers (a hung process): nginx gives up
+    at proxy_read_timeout with 504, and ws-smoke says what the README's 504 row quotes."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as hung:  # listens, never accepts
+        nginx = launch_nginx(workdir, hung.getsockname()[1], read_timeout="1s")
+        try:
+            run = run_smoke(tmp_path, nginx.url, "--quick", "--timeout", "5")
+        finally:
+            stop(nginx.proc)
+    assert run.code == 1, run.out
+    diagnosis = run.diagnosis("backend_unreachable")
+    assert "HTTP 504" in diagnosis["cause"]
+    assert run.result("handshake")["evidence"]["http_status"] == 504
 
 
 def test_heartbeats_slower_than_interval_plus_grace(slow_service: Service,

@@ -3,7 +3,8 @@
 docs/smoke.md lists exactly the ``DiagnosisCode``s; each README troubleshooting row names a
 code that a test really produces: against the real service and nginx (tests/test_smoke.py,
 tests/test_smoke_tls.py), or, for a row marked *(rule test)*, from recorded evidence
-(tests/test_smoke_units.py).
+(tests/test_smoke_units.py). What the row quotes is compared with what ws-smoke said there:
+``SmokeRun.diagnosis`` holds every diagnosis a test asks for to its row (testkit.readme_rows).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import re
 from pathlib import Path
 from typing import get_args
 
+import pytest
+
 from smoke.diagnose import NGINX_UPGRADE, RULES
 from smoke.model import TITLES, CheckName, DiagnosisCode
+from testkit import readme_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = set(get_args(DiagnosisCode))
@@ -85,3 +89,28 @@ def test_the_browser_page_gives_the_same_upgrade_advice() -> None:
     assert "default upgrade; '' '';" in NGINX_UPGRADE
     assert "'' close" not in page
     assert "default upgrade; '' '';" in page
+
+
+def test_every_row_quotes_what_ws_smoke_says_for_its_first_code() -> None:
+    table = _section((ROOT / "README.md").read_text(), "## Troubleshooting")
+    rows = [line for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith(("| Symptom", "|---"))]
+    for row in rows:
+        code = re.findall(r"\[([a-z_0-9]+)\]", row)[0]
+        quotes = [quote for quote, _ in readme_rows.rows().get(code, [])]
+        assert any(len(quote) > len(code) + 3 for quote in quotes), (
+            f"row {row[:50]!r} quotes no ws-smoke text for {code}")
+
+
+def test_a_row_that_says_otherwise_than_ws_smoke_fails() -> None:
+    """The comparison can fail: addresses, ports and decimals may differ, statuses and words
+    may not."""
+    readme_rows.check("backend_unreachable", "[backend_unreachable] HTTP 502 on the handshake "
+                      "(answered by nginx/1.22.1): the proxy is up but cannot reach the backend")
+    with pytest.raises(AssertionError, match="says otherwise"):
+        readme_rows.check("backend_unreachable", "[backend_unreachable] HTTP 504 on the "
+                          "handshake (answered by nginx/1.22.1): the proxy is up but cannot "
+                          "reach the backend")
+    with pytest.raises(AssertionError, match="says otherwise"):
+        readme_rows.check("connection_refused", "[connection_refused] Connection refused by "
+                          "127.0.0.1:9: something else")
