@@ -108,7 +108,7 @@ def test_a_row_that_says_otherwise_than_ws_smoke_fails() -> None:
     readme_rows.check("backend_unreachable", "[backend_unreachable] HTTP 502 on the handshake "
                       "(answered by nginx/1.22.1): the proxy is up but cannot reach the backend")
     with pytest.raises(AssertionError, match="says otherwise"):
-        readme_rows.check("backend_unreachable", "[backend_unreachable] HTTP 504 on the "
+        readme_rows.check("backend_unreachable", "[backend_unreachable] HTTP 503 on the "
                           "handshake (answered by nginx/1.22.1): the proxy is up but cannot "
                           "reach the backend")
     with pytest.raises(AssertionError, match="says otherwise"):
