@@ -15,9 +15,8 @@ import time
 from typing import Any
 
 from bench.peers import asgi_heartbeats, asgi_websocket_connect, peer_parser
-from bench.peers.ws_reply import SERVERS, new_client_id, reply, serve
+from bench.peers.ws_reply import SERVERS, reply_loop, serve
 
-UNSUPPORTED_DATA = 1003
 INTERVAL = 30.0
 
 
@@ -41,16 +40,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "websocket.close", "code": 1000})  # before accept: a 403
         return
     await send({"type": "websocket.accept"})
-    client_id = new_client_id()
-    while True:
-        event = await receive()
-        if event["type"] == "websocket.disconnect":
-            return
-        text = event.get("text")
-        if text is None:
-            await send({"type": "websocket.close", "code": UNSUPPORTED_DATA})
-            return
-        await send({"type": "websocket.send", "bytes": None, "text": reply(client_id, text)})
+    await reply_loop(receive, send)
 
 
 def main() -> None:

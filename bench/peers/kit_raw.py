@@ -16,25 +16,10 @@ from typing import Any
 
 from litestar import Litestar, asgi
 
-from bench.peers.ws_reply import new_client_id, reply
+from bench.peers.ws_reply import reply_loop
 from service.plugin import WsKit
 from service.servers.asgi import SERVER_CALLABLES
 from service.settings import Settings
-
-UNSUPPORTED_DATA = 1003
-
-
-async def _replies(receive: Any, send: Any) -> None:
-    client_id = new_client_id()
-    while True:
-        event = await receive()
-        if event["type"] == "websocket.disconnect":
-            return
-        text = event.get("text")
-        if text is None:
-            await send({"type": "websocket.close", "code": UNSUPPORTED_DATA, "reason": ""})
-            return
-        await send({"type": "websocket.send", "bytes": None, "text": reply(client_id, text)})
 
 
 @asgi("/ws/raw", is_mount=False, copy_scope=False)
@@ -43,7 +28,7 @@ async def raw(scope: Any, receive: Any, send: Any) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-    await asyncio.get_running_loop().create_task(_replies(receive, send))
+    await asyncio.get_running_loop().create_task(reply_loop(receive, send))
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

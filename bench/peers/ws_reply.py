@@ -67,6 +67,21 @@ def reply(client_id: str, text: str) -> str:
     )).decode()
 
 
+async def reply_loop(receive: Any, send: Any) -> None:
+    """One accepted connection: the /ws reply to every text frame, 1003 on a binary one, as
+    the service sends them; no session around it (the floor peers' whole per-message work)."""
+    client_id = new_client_id()
+    while True:
+        event = await receive()
+        if event["type"] == "websocket.disconnect":
+            return
+        text = event.get("text")
+        if text is None:
+            await send({"type": "websocket.close", "code": 1003, "reason": ""})  # unsupported
+            return
+        await send({"type": "websocket.send", "bytes": None, "text": reply(client_id, text)})
+
+
 SERVERS = ("granian", "uvicorn")
 
 
