@@ -8,9 +8,9 @@ this interface and nothing else; each server has one adapter module in
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Address = tuple[str, int]
 
@@ -41,8 +41,11 @@ class Disconnect:
     size limit), and has sent its close frame already."""
 
 
-Received = str | bytes | Disconnect
-"""A text message, a binary message, or the end of the connection."""
+Event = dict[str, Any]
+"""One ASGI WebSocket event as the server gives it: ``text`` set for a text message, ``bytes``
+for a binary one, ``type`` ``websocket.disconnect`` at the end (read by
+:meth:`Connection.disconnect`). Both servers speak ASGI; passing their events on as they are
+keeps a wrapper off the per-message path (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +79,18 @@ class Connection(Protocol):
     unknown_close_detail: str
     """What a close without a status code may have been, on this server (the close log line)."""
 
+    @property
+    def receive(self) -> Callable[[], Awaitable[Event]]:
+        """The next event; the server answers protocol pings meanwhile."""
+    send_gone: tuple[type[Exception], ...]
+    """What ``send_text`` raises when the peer has already gone: the session lets it pass,
+    its ``receive`` returns the disconnect next."""
+
     async def accept(self) -> bool:
         """Complete the handshake; False when the client left before it finished."""
 
-    async def receive(self) -> Received:
-        """The next message or the end; the server answers protocol pings meanwhile."""
+    def disconnect(self, event: Event) -> Disconnect:
+        """What a ``websocket.disconnect`` event means on this server."""
 
     def send_text(self, text: str) -> Awaitable[None]:
         """Send one text message; may block while the peer does not read."""

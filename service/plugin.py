@@ -74,9 +74,11 @@ class WsKit(InitPluginProtocol):
         _log.info("%s", self.capacity.describe(settings))
         _log.info("%s", memory_bound(settings, self.capacity, self.server))
         self.registry = Registry()
-        # One timer wheel for every connection; its tick bounds heartbeat lateness.
+        # One timer wheel for every connection; its tick bounds heartbeat lateness, and a
+        # send blocked for WS_SEND_TIMEOUT is found within a tenth of it more.
         self.scheduler = Scheduler(
-            resolution=max(0.005, min(0.02, settings.ws_ping_interval / 40)))
+            resolution=max(0.005, min(0.02, settings.ws_ping_interval / 40)),
+            send_check_every=settings.ws_send_timeout / 10)
         endpoints = (*kit_endpoints(settings), *self._endpoints)
         paths = [endpoint.path for endpoint in endpoints]
         if duplicated := sorted({path for path in paths if paths.count(path) > 1}):

@@ -14,11 +14,18 @@ Rules:
   was sent within the last interval and resume one interval after that send.
 * **ping timeout**: a client that has answered a heartbeat once (pong-aware) must send
   something within ``ping_timeout`` of each later heartbeat, or it is closed with 1011.
+  Anything received counts: the driver writes ``last_received``, and the deadline is checked
+  against it when it comes.
 * **send deadline**: a send blocked for ``send_timeout`` means the peer stopped reading: it is
-  dropped without a close frame (there is no room for one).
+  dropped without a close frame (there is no room for one). The driver times the reply its
+  own task awaits by writing ``reply_since`` (no call per message), other sends with
+  ``send_started``/``send_finished``; the oldest counts.
 * **rate limit**: a token bucket of ``rate`` messages a second and ``burst`` at once; past
   it, 1008.
 * **size and kind**: a binary frame gets 1003, a text over ``max_bytes`` UTF-8 bytes 1009.
+  With no rate limit a text of at most ``unchecked_chars`` characters breaks no rule (four
+  UTF-8 bytes a character at most): the driver calls :meth:`Policy.message` only for longer
+  ones, so a typical message costs the rules two stores, not a call.
 * **close**: the first close requested wins.
 """
 
@@ -79,17 +86,25 @@ class Policy:
     __slots__ = (
         "_awaiting_pong", "_beat_due", "_pong_deadline", "_refilled", "_sends", "_tokens",
         "closed", "last_received", "last_sent", "limits", "opened_at", "ping_count",
-        "pong_count", "send_since",
+        "pong_count", "reply_since", "send_since", "unchecked_chars",
     )
 
     def __init__(self, limits: Limits, now: float, phase: float = 0.0) -> None:
         self.limits = limits
         self.opened_at = now
         self.last_sent = now
+        """When something was last sent (idle endpoints skip a heartbeat after it)."""
         self.last_received = now
+        """When a message last arrived; the driver writes it for every message."""
+        self.unchecked_chars = -1 if limits.rate else limits.max_bytes // 4
+        """A text this long or shorter needs no :meth:`message` call (-1: every one does)."""
         self.ping_count = 0
         self.pong_count = 0
         self.send_since: float | None = None
+        """When the oldest counted send in flight began."""
+        self.reply_since: float | None = None
+        """When the reply the connection's own task awaits began; the driver writes it (and
+        ``last_sent``) around each reply, None once it is out."""
         self.closed: Close | None = None
         self._sends = 0
         self._tokens = limits.burst
@@ -103,8 +118,6 @@ class Policy:
     def message(self, now: float, text: str | None) -> Close | None:
         """A data message arrived (``text`` None: a binary frame); a close if it breaks a rule."""
         self.last_received = now
-        self._awaiting_pong = None
-        self._pong_deadline = float("inf")
         limits = self.limits
         if limits.rate:
             if now > self._refilled:  # the driver's tick time may predate opened_at: no debit
@@ -169,8 +182,10 @@ class Policy:
     # --- time ----------------------------------------------------------------------------
 
     def send_expired(self, now: float) -> Close | None:
-        """A close when the current send has been blocked for the send timeout."""
-        since = self.send_since
+        """A close when a send in flight has been blocked for the send timeout."""
+        since, reply = self.send_since, self.reply_since
+        if reply is not None and (since is None or reply < since):
+            since = reply
         if since is not None and now - since >= self.limits.send_timeout:
             return self.close(
                 CloseCode.ABNORMAL_CLOSURE,
@@ -187,11 +202,15 @@ class Policy:
         if expired is not None:
             return expired
         if now >= self._pong_deadline:
-            return self.close(
-                CloseCode.INTERNAL_ERROR,
-                f"heartbeat timeout: no pong within WS_PING_TIMEOUT={self.limits.ping_timeout:g}s",
-                cause="ping_timeout",
-            )
+            if self._answered():
+                self._awaiting_pong, self._pong_deadline = None, float("inf")
+            else:
+                return self.close(
+                    CloseCode.INTERNAL_ERROR,
+                    f"heartbeat timeout: no pong within "
+                    f"WS_PING_TIMEOUT={self.limits.ping_timeout:g}s",
+                    cause="ping_timeout",
+                )
         if now < self._beat_due:
             return None
         limits = self.limits
@@ -204,10 +223,16 @@ class Policy:
         self._beat_due += limits.interval
         if self._beat_due <= now:
             self._beat_due = now + limits.interval
-        if self.pong_aware and self._awaiting_pong is None:
+        if self.pong_aware and (self._awaiting_pong is None or self._answered()):
             self._awaiting_pong = now
             self._pong_deadline = now + limits.ping_timeout
         return Beat(self.ping_count)
+
+    def _answered(self) -> bool:
+        """Something arrived since the unanswered heartbeat went out (the driver's clock is a
+        tick's: a message in the beat's own tick counts)."""
+        awaiting = self._awaiting_pong
+        return awaiting is not None and self.last_received >= awaiting
 
     def next_deadline(self) -> float:
         """When ``due`` must be asked next (send deadlines are swept apart, see the driver)."""

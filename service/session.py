@@ -28,7 +28,7 @@ import msgspec
 from websockets.frames import EXTERNAL_CLOSE_CODES
 
 from service.codes import CloseCode
-from service.connection import CloseAck, Disconnect
+from service.connection import CloseAck
 from service.diagnostics import log_event
 from service.messages import Heartbeat
 from service.policy import Beat, Cause, Close, Limits, Policy
@@ -185,16 +185,14 @@ class Session:
     async def send(self, message: msgspec.Struct) -> None:
         """Send one message; a send blocked past the send timeout drops the peer (the sweep)."""
         text = _encode(message).decode()
-        scheduler = self.scheduler
         policy = self.policy
-        policy.send_started(scheduler.now)
-        scheduler.sending.add(self)
+        policy.send_started(self.scheduler.now)
         try:
             await self.connection.send_text(text)
+        except self.connection.send_gone:
+            pass  # the peer has gone: the receive loop is told next
         finally:
-            policy.send_finished(scheduler.now)
-            if policy.send_since is None:
-                scheduler.sending.discard(self)
+            policy.send_finished(self.scheduler.now)
         self.messages_out += 1
 
     async def _send_beat(self, number: int) -> None:
@@ -252,25 +250,41 @@ class Session:
         return budget
 
     async def _receive_loop(self) -> None:
-        receive = self.connection.receive
+        """The per-message path: kept to what the rules need (docs/benchmarks.md, figure 5)."""
+        connection = self.connection
+        receive, send_text, gone = connection.receive, connection.send_text, connection.send_gone
         scheduler = self.scheduler
         policy = self.policy
+        unchecked = policy.unchecked_chars
         endpoint = self.endpoint
         while True:
-            received = await receive()
-            if isinstance(received, Disconnect):
-                policy.disconnected(received.code, received.reason,
-                                    by_server=received.by_server)
+            event = await receive()
+            text = event.get("text")
+            if text is None:
+                if event["type"] == "websocket.disconnect":
+                    received = connection.disconnect(event)
+                    policy.disconnected(received.code, received.reason,
+                                        by_server=received.by_server)
+                    return
+                self.messages_in += 1
+                policy.message(scheduler.now, None)  # a binary message: 1003
                 return
             self.messages_in += 1
-            text = received if isinstance(received, str) else None
-            if policy.message(scheduler.now, text) is not None or text is None:
+            policy.last_received = now = scheduler.now
+            if len(text) > unchecked and policy.message(now, text) is not None:
                 return
             self.received_text = text
             reply = (await endpoint.handle_async(self, text) if endpoint.is_async
                      else endpoint.handle(self, text))
             if reply is not None:
-                await self.send(reply)
+                # Timed by the sweep (Policy.reply_since): two stores, not a call, per reply.
+                policy.last_sent = policy.reply_since = scheduler.now
+                try:  # noqa: SIM105 - suppress() is a context manager per message
+                    await send_text(_encode(reply).decode())
+                except gone:
+                    pass  # the peer has gone: the next receive says how
+                policy.reply_since = None
+                self.messages_out += 1
             if policy.closed is not None:
                 return
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from service.api import Endpoint
-from service.connection import Address, CloseOutcome, Received
+from service.connection import Address, CloseOutcome, Disconnect, Event
 from service.diagnostics import MARKER
 from service.endpoints import ws_endpoint
 from service.registry import Registry
@@ -33,7 +33,8 @@ class FakeConnection:
         self.headers: Mapping[str, str] = {"origin": "http://localhost"}
         self.peer: Address | None = ("127.0.0.1", 40000)
         self.server: object = ("127.0.0.1", 9000)
-        self.incoming: asyncio.Queue[Received] = asyncio.Queue()
+        self.incoming: asyncio.Queue[str | bytes | Disconnect] = asyncio.Queue()
+        """What the client sends: a text, a binary message, or the end."""
         self.sent: list[dict[str, object]] = []
         self.closes: list[tuple[int, str, bool]] = []
         self.closed = asyncio.Event()
@@ -44,9 +45,21 @@ class FakeConnection:
     async def accept(self) -> bool:
         return True
 
-    async def receive(self) -> Received:
+    send_gone: tuple[type[Exception], ...] = ()
+
+    async def receive(self) -> Event:
+        """The next of ``incoming`` as a server's ASGI event."""
         self.reading.set()
-        return await self.incoming.get()
+        received = await self.incoming.get()
+        if isinstance(received, Disconnect):
+            return {"type": "websocket.disconnect", "code": received.code, "fake": received}
+        if isinstance(received, str):
+            return {"type": "websocket.receive", "text": received}
+        return {"type": "websocket.receive", "bytes": received}
+
+    def disconnect(self, event: Event) -> Disconnect:
+        found: Disconnect = event["fake"]
+        return found
 
     async def send_text(self, text: str) -> None:
         if self.sending_blocked is not None:

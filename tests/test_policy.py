@@ -93,6 +93,27 @@ def test_any_message_within_the_timeout_answers_a_heartbeat() -> None:
     assert policy.closed is None
 
 
+def test_a_message_the_driver_only_stamps_answers_a_heartbeat_too() -> None:
+    """The driver skips message() for short texts and writes last_received alone."""
+    policy = Policy(PERIODIC, now=0.0)
+    assert policy.unchecked_chars == 1024 // 4
+    policy.due(30.0)
+    policy.pong()
+    assert policy.due(60.0) == Beat(2)
+    policy.last_received = 60.0  # in the beat's own tick: counts
+    assert policy.due(70.0) is None
+    assert policy.next_deadline() == 90.0
+    assert policy.due(90.0) == Beat(3)
+    policy.last_received = 89.0  # before the beat: does not
+    assert isinstance(policy.due(100.0), Close)
+
+
+def test_with_a_rate_limit_every_message_is_checked() -> None:
+    limits = Limits(interval=30, ping_timeout=10, send_timeout=10, max_bytes=1024,
+                    periodic=False, rate=2.0, burst=3.0)
+    assert Policy(limits, now=0.0).unchecked_chars == -1
+
+
 def test_a_send_blocked_for_the_send_timeout_drops_the_peer_without_a_frame() -> None:
     policy = Policy(PERIODIC, now=0.0)
     policy.send_started(5.0)
@@ -111,6 +132,19 @@ def test_overlapping_sends_are_timed_from_the_first() -> None:
     policy.send_finished(4.0)
     assert policy.send_since is None
     assert policy.send_expired(100.0) is None
+
+
+def test_the_reply_the_driver_awaits_is_timed_too_and_the_oldest_send_counts() -> None:
+    policy = Policy(PERIODIC, now=0.0)
+    policy.reply_since = 1.0  # the connection's own task awaits a reply (no call)
+    policy.send_started(2.0)  # a heartbeat from its own task
+    assert policy.send_expired(10.9) is None
+    assert isinstance(policy.send_expired(11.0), Close)
+    other = Policy(PERIODIC, now=0.0)
+    other.send_started(1.0)
+    other.reply_since = 5.0
+    assert isinstance(other.send_expired(11.0), Close)  # the heartbeat's 10 s
+    assert Policy(PERIODIC, now=0.0).send_expired(100.0) is None
 
 
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:
@@ -168,26 +202,27 @@ class _Item:
         self.send_checks += 1
 
 
-def test_scheduler_fires_each_item_at_its_deadlines_and_checks_sends() -> None:
+def test_scheduler_fires_each_item_at_its_deadlines_and_sweeps_sends() -> None:
     clock = [0.0]
 
-    async def scenario() -> tuple[list[float], list[float], int]:
-        scheduler = Scheduler(resolution=0.1, clock=lambda: clock[0])
+    async def scenario() -> tuple[list[float], list[float], int, int]:
+        scheduler = Scheduler(resolution=0.1, clock=lambda: clock[0], send_check_every=0.2)
         a, b = _Item([0.35, 1.0]), _Item([])
         scheduler.schedule(a, 0.2)
         scheduler.schedule(b, 0.25)
-        scheduler.sending.add(b)
         for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 1.05):
             clock[0] = t
             scheduler.tick()
         assert len(scheduler) == 0
         await scheduler.stop()
-        return a.fired, b.fired, b.send_checks
+        return a.fired, b.fired, a.send_checks, b.send_checks
 
-    a_fired, b_fired, checks = asyncio.run(scenario())
+    a_fired, b_fired, a_checks, b_checks = asyncio.run(scenario())
     assert a_fired == [0.2, 0.4, 1.05]  # each at the first tick at or after its deadline
     assert b_fired == [0.3]
-    assert checks == 7
+    # Every scheduled item, at the first tick at or after every 0.2 s (0.2, 0.4, 0.9): b had
+    # left after its one deadline, a stayed until 1.05.
+    assert (a_checks, b_checks) == (3, 1)
 
 
 def test_scheduler_cancel_and_reschedule() -> None:

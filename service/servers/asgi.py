@@ -8,7 +8,9 @@ plain ``granian`` run has no such wrapper and goes through Litestar's). Measured
 (docs/benchmarks.md): the wrappers cost more per message than everything the session adds.
 
 An adapter subclasses :class:`AsgiConnection` and adds what its server needs: how a
-disconnect is read (:meth:`AsgiConnection.disconnect`), and its close.
+disconnect is read (:meth:`AsgiConnection.disconnect`), what its send raises for a peer that
+has gone, and its close. ``receive`` is the server's own, and ``send_text`` returns the
+server's own awaitable: no coroutine of ours per message.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import TYPE_CHECKING, Any, cast
 from litestar.datastructures import Headers
 from litestar.enums import ScopeType
 
-from service.connection import Disconnect, Received, peer_key
+from service.connection import Disconnect, Event, peer_key
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -42,7 +44,9 @@ def expose_server_callables(app: ASGIApp) -> ASGIApp:
 
 
 class AsgiConnection:
-    __slots__ = ("_receive", "_send", "headers", "peer", "scope", "server")
+    __slots__ = ("_send", "headers", "peer", "receive", "scope", "server")
+
+    send_gone: tuple[type[Exception], ...] = ()
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         receive, send = cast("dict[str, Any]", scope).get(SERVER_CALLABLES, (receive, send))
@@ -51,25 +55,19 @@ class AsgiConnection:
         self.server = scope.get("server")
         client = scope.get("client")
         self.peer = peer_key(*client[:2]) if client else None
-        self._receive = receive
+        # Litestar types events as TypedDicts; the session reads them as plain dicts.
+        self.receive = cast("Callable[[], Awaitable[Event]]", receive)
         self._send = send
 
     async def accept(self) -> bool:
-        if (await self._receive())["type"] != "websocket.connect":
+        if (await self.receive())["type"] != "websocket.connect":
             return False  # gone before the handshake finished
         await self._send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         return True
 
-    def disconnect(self, event: dict[str, Any]) -> Disconnect:
+    def disconnect(self, event: Event) -> Disconnect:
         """The ``websocket.disconnect`` event as a :class:`Disconnect`."""
         return Disconnect(event.get("code"), event.get("reason") or None)
-
-    async def receive(self) -> Received:
-        event: Any = await self._receive()  # (no typing.cast per message: it is a call)
-        if event["type"] == "websocket.disconnect":
-            return self.disconnect(event)
-        text = event.get("text")
-        return text if text is not None else (event.get("bytes") or b"")
 
     def send_text(self, text: str) -> Awaitable[None]:
         # The server's own send, returned, not awaited here: one coroutine frame less.

@@ -14,7 +14,7 @@ Its habits, worked around here and nowhere else:
   ``receive`` callable, and an outermost ASGI wrapper files it in the scope (exactly that
   connection; no descriptor scan);
 * a send after the peer has gone raises ``ClientDisconnected``: the receive loop sees the
-  disconnect, so a send swallows it;
+  disconnect, so the session lets it pass (``send_gone``);
 * invalid UTF-8 is logged with a traceback at ERROR: the close line says 1007, so that record
   is dropped;
 * its own protocol pings (every 20 s by default) are off: the application heartbeat is the
@@ -40,7 +40,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from service.connection import CloseOutcome, Disconnect
+from service.connection import CloseOutcome, Disconnect, Event
 from service.servers.asgi import AsgiConnection, expose_server_callables
 
 if TYPE_CHECKING:
@@ -59,19 +59,17 @@ class UvicornConnection(AsgiConnection):
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         super().__init__(scope, receive, send)
-        protocol = getattr(self._receive, "__self__", None)  # the owner of uvicorn's receive
+        protocol = getattr(self.receive, "__self__", None)  # the owner of uvicorn's receive
         self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
 
-    def disconnect(self, event: dict[str, Any]) -> Disconnect:
+    send_gone = (ClientDisconnected,)
+
+    def disconnect(self, event: Event) -> Disconnect:
         protocol = self._protocol
         # websockets failed the connection itself (it sent its close frame, none came in)
         by_server = (protocol is not None and protocol.conn.close_sent is not None
                      and protocol.conn.close_rcvd is None)
         return Disconnect(event.get("code"), event.get("reason") or None, by_server=by_server)
-
-    async def send_text(self, text: str) -> None:
-        with contextlib.suppress(ClientDisconnected):
-            await super().send_text(text)
 
     async def close(self, code: int, reason: str, *, frame: bool, budget: float) -> CloseOutcome:
         """The close frame, then uvicorn's own close handshake; or abort the transport."""
