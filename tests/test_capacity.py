@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from service.limits import FD_RESERVE, FDS_PER_WEBSOCKET, connections_for, descriptors_needed
 from testkit.ports import free_port
 from testkit.rawws import RawWebSocket
@@ -114,3 +116,75 @@ def test_a_configured_cap_raises_the_soft_limit_to_what_it_needs(
     soft, hard = _limits(service.proc.pid)
     assert hard == 4000
     assert soft >= need
+
+
+# --- The memory bound stated at start-up ---------------------------------------------------
+
+KIB = 1024
+MIB = 1024 * KIB
+IDLE_BYTES = {"granian": 160 * KIB, "uvicorn": 72 * KIB}
+"""An idle heartbeating WebSocket's RSS as docs/benchmarks.md measured it ("Two servers":
+158-161 KiB on Granian; 72 KiB on uvicorn with permessage-deflate, its worst case)."""
+GRANIAN_MESSAGE_BYTES = 64 * MIB
+"""README: Granian buffers up to 64 MiB of one incoming message before WS_MAX_MESSAGE_BYTES."""
+
+
+def _cgroup_memory_limit(pid: int) -> int | None:
+    """The memory limit of ``pid``'s own cgroup as the kernel shows it, or None for none."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and not controllers:  # cgroup v2
+            limit = Path("/sys/fs/cgroup", path.lstrip("/"), "memory.max")
+        elif "memory" in controllers.split(","):  # cgroup v1's memory hierarchy
+            limit = Path("/sys/fs/cgroup/memory", path.lstrip("/"), "memory.limit_in_bytes")
+        else:
+            continue
+        value = limit.read_text().strip() if limit.exists() else "max"
+        # "max" on v2; on v1, none is the largest page-aligned 64-bit value
+        if value != "max" and int(value) < 2**63 - 4 * MIB:
+            return int(value)
+    return None
+
+
+def _expected_memory_bound(server: str, cap: int, message_bytes: int, pid: int) -> str:
+    idle = IDLE_BYTES[server]
+    if server == "granian":
+        buffered, why = GRANIAN_MESSAGE_BYTES, (
+            f"Granian's fixed 64 MiB message limit; WS_MAX_MESSAGE_BYTES={message_bytes} "
+            "applies once it has arrived")
+    else:  # uvicorn's websockets refuses a message over the limit while reading it
+        buffered, why = message_bytes, (
+            f"uvicorn enforces WS_MAX_MESSAGE_BYTES={message_bytes} while reading (1009)")
+    line = (f"memory bound: one WebSocket may hold up to {(buffered + idle) / MIB:.2f} MiB while "
+            f"a message arrives ({why}), about {idle / MIB:.2f} MiB when idle: "
+            f"{round(cap * idle / MIB)} MiB for {cap} idle WebSockets; ")
+    limit = _cgroup_memory_limit(pid)
+    if limit is None:
+        return line + ("no cgroup memory bound: cap the process (systemd MemoryMax=, the api "
+                       "role's api_memory_max) and what one client address may open at the proxy")
+    return line + (f"enforced: this process's cgroup memory.max is {round(limit / MIB)} MiB (the "
+                   "kernel ends this process past it, not its neighbours)")
+
+
+@pytest.mark.server("granian", "uvicorn")
+@pytest.mark.parametrize(("configured", "message_bytes"), [
+    (300, 1024),
+    (3000, 16 * MIB),
+    (0, 65536),  # the cap the open-files limit allows: 240 at 800 open files (see above)
+])
+def test_start_up_states_the_memory_bound_of_its_capacity(
+    start_service: StartService, ws_server: str, configured: int, message_bytes: int,
+) -> None:
+    """README: at start-up the service logs its capacity bound and its memory bound; on Granian
+    one connection may buffer 64 MiB of a message whatever WS_MAX_MESSAGE_BYTES says."""
+    hard = 8000 if configured else 800
+    cap = configured or connections_for(hard, HTTP)
+    service = start_service(
+        argv=["prlimit", f"--nofile=256:{hard}", ws_service()],
+        WS_MAX_CONNECTIONS=str(configured), WS_MAX_MESSAGE_BYTES=str(message_bytes),
+        HTTP_MAX_CONNECTIONS=str(HTTP))
+    capacity = service.wait_for_line(r"capacity bound:")
+    assert f"capacity bound: {cap} WebSockets" in capacity, capacity
+    line = service.wait_for_line(r"memory bound:")
+    stated = line[line.index("memory bound:"):]
+    assert stated == _expected_memory_bound(ws_server, cap, message_bytes, service.proc.pid)

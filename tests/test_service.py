@@ -10,6 +10,7 @@ import signal
 import subprocess
 import urllib.request
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -322,15 +323,21 @@ def test_protocol_pings_are_answered(service: ServiceProcess, path: str) -> None
 # --- Origin policy and auth ---------------------------------------------------------------
 
 
-def handshake_status(url: str, **kwargs: Any) -> int:
-    async def scenario() -> int:
+def handshake_answer(url: str, **kwargs: Any) -> tuple[int, dict[str, str]]:
+    """The handshake's status and, for a refusal, its headers (lower-case names)."""
+    async def scenario() -> tuple[int, dict[str, str]]:
         try:
             async with connect(url, **kwargs):
-                return 101
+                return 101, {}
         except InvalidStatus as exc:
-            return exc.response.status_code
+            headers = {name.lower(): value for name, value in exc.response.headers.raw_items()}
+            return exc.response.status_code, headers
 
     return run(scenario())
+
+
+def handshake_status(url: str, **kwargs: Any) -> int:
+    return handshake_answer(url, **kwargs)[0]
 
 
 def test_origin_policy(service: ServiceProcess) -> None:
@@ -355,9 +362,13 @@ def test_origin_required_and_wildcard(start_service: StartService) -> None:
 def test_bearer_token_auth(start_service: StartService) -> None:
     service = start_service(WS_AUTH_TOKEN="s3cret-token")
     url = f"{service.ws}/ws/health"
-    assert handshake_status(url) == 401
-    assert handshake_status(url, additional_headers={"Authorization": "Bearer wrong"}) == 401
-    assert handshake_status(url, additional_headers={"Authorization": "s3cret-token"}) == 401
+    # README: no or wrong `Authorization: Bearer` gets HTTP 401, and the answer names the
+    # scheme it wants (RFC 7235: a 401 carries WWW-Authenticate).
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"},
+                    {"Authorization": "Basic s3cret-token"}):
+        status, answer = handshake_answer(url, additional_headers=headers)
+        assert status == 401, headers
+        assert answer.get("www-authenticate") == 'Bearer realm="ws"', (headers, answer)
     ok = {"Authorization": "Bearer s3cret-token"}
     assert handshake_status(url, additional_headers=ok) == 101
     lower = {"Authorization": "bearer s3cret-token"}  # the scheme is case-insensitive
@@ -545,6 +556,28 @@ def test_port_in_use_is_a_clear_error(service: ServiceProcess) -> None:
     )
     assert result.returncode == 2
     assert f"cannot listen on HOST=127.0.0.1 PORT={service.port}" in result.stderr
+
+
+def _listen_backlog(port: int) -> int:
+    """The backlog of the LISTEN socket on ``port``, as ``ss -ltn`` shows it (its Send-Q)."""
+    done = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                          timeout=10, check=True)
+    rows = [row.split() for row in done.stdout.splitlines() if row.strip()]
+    assert len(rows) == 1, done.stdout  # one listener: State Recv-Q Send-Q Local Peer
+    state, _, send_q, local, _ = rows[0]
+    assert (state, local) == ("LISTEN", f"127.0.0.1:{port}"), done.stdout
+    return int(send_q)
+
+
+def test_listen_backlog_is_the_listening_sockets_accept_queue(start_service: StartService) -> None:
+    """README: ``LISTEN_BACKLOG`` is the kernel's accept queue (128 ... 65535), which the kernel
+    caps at ``net.core.somaxconn``. 333 is no server's default (the service's and Granian's
+    1024, uvicorn's 2048), so the setting must have reached the server's listen()."""
+    service = start_service(LISTEN_BACKLOG="333")
+    assert _listen_backlog(service.port) == 333
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    widest = start_service(LISTEN_BACKLOG="65535")
+    assert _listen_backlog(widest.port) == min(65535, somaxconn)
 
 
 @pytest.mark.server("granian")
