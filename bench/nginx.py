@@ -32,8 +32,8 @@ class Nginx:
 
     def __init__(self, backend: int, core: int | None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
-        self.proxy = NginxProxy(self.dir, backend, workers=1, connections=4096, core=core,
-                                role_vars=_LOCATIONS)
+        # One worker, pinned beside the server under test; its limits are the role's.
+        self.proxy = NginxProxy(self.dir, backend, workers=1, core=core, role_vars=_LOCATIONS)
         self.proxy.start()
         self.port = self.proxy.port
         self.source = self.proxy.source

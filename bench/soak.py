@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -55,10 +56,13 @@ def soak(args: argparse.Namespace) -> int:
         port,
     ) for port in ports]
     folder = Path(tempfile.mkdtemp(prefix="ws-soak-"))
-    # Two workers: each holds about N client + N upstream sockets / 2 within RLIMIT_NOFILE.
-    # The proxy timeout is the deployment's rule (with --margin as its margin, if given).
+    # nginx as the role deploys it on this host for an api host of --connections
+    # (api_max_connections): a worker per vCPU, their limits from the role's rule, per-address
+    # limits on; the clients come from --sources addresses. The proxy timeout is the
+    # deployment's rule (with --margin as its margin, if given).
     proxy = NginxProxy(folder / "nginx", ports, 0, args.interval, args.timeout,
-                       workers=2, connections=2 * args.connections + 512, margin=args.margin)
+                       workers=os.cpu_count() or 1, capacity=args.connections,
+                       per_address_limits=True, margin=args.margin)
     try:
         for service in services:
             service.wait_for_line("ready: serving on", 30)
@@ -102,7 +106,7 @@ def soak(args: argparse.Namespace) -> int:
         asyncio.run(asyncio.wait_for(
             crowd(f"{proxy.url}/ws/health", args.connections, args.duration, stats,
                   pong_every=args.pong_every, on_held=held, samples=sample,
-                  sample_every=args.interval),
+                  sample_every=args.interval, sources=args.sources),
             args.duration + 600))
         wait_until(lambda: fd_count_all() <= fds_before, 30)
         fds_after_load, rss_after_load = fd_count_all(), rss_all()
@@ -111,7 +115,8 @@ def soak(args: argparse.Namespace) -> int:
             **stats.summary(), "duration_s": args.duration, "interval_s": args.interval,
             "timeout_s": args.timeout, "proxy_read_timeout_s": read_timeout,
             "instances": len(pids), "capacity_per_instance": capacities,
-            "nginx_config": proxy.source,
+            "nginx_config": proxy.source, "nginx_worker_limits": list(proxy.worker_limits),
+            "client_addresses": args.sources,
             "open_s": round(opened_at[0] - started, 1) if opened_at else None,
             "rss_before_mib": mib(rss_before), "rss_steady_first_mib": mib(steady[0]),
             "rss_steady_last_mib": mib(steady[-1]), "rss_peak_mib": mib(max(rss)),
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instances", type=int, default=2,
                    help="ws-service processes behind nginx (the api role: one per vCPU)")
     p.add_argument("--duration", type=float, default=600.0, help="seconds to hold them")
+    p.add_argument("--sources", type=int, default=64,
+                   help="client addresses, 127.0.0.2 on (nginx's per-address limits: 256 each)")
     p.add_argument("--interval", type=float, default=5.0, help="WS_PING_INTERVAL")
     p.add_argument("--timeout", type=float, default=2.0, help="WS_PING_TIMEOUT")
     p.add_argument("--margin", type=float, default=None,

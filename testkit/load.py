@@ -113,8 +113,11 @@ async def crowd(url: str, count: int, hold: float, stats: LoadStats, *,
                 pong_every: int = 2, concurrency: int = 64, open_timeout: float = 30.0,
                 on_held: Callable[[], None] | None = None,
                 samples: Callable[[], None] | None = None,
-                sample_every: float = 1.0) -> None:
+                sample_every: float = 1.0, sources: int = 1) -> None:
     """Open ``count`` /ws/health clients, hold them ``hold`` seconds, close them with 1000.
+
+    ``sources`` > 1: client ``i`` connects from 127.0.0.(2 + i % sources), so nginx's
+    per-address limits see that many clients, as a deployment's do.
 
     Every ``pong_every``-th client answers heartbeats once all are open (so the server's pong
     timeout is in play for them); the others behave like wscat. ``samples`` is called every
@@ -123,11 +126,13 @@ async def crowd(url: str, count: int, hold: float, stats: LoadStats, *,
     gate = asyncio.Semaphore(concurrency)
     sockets: list[ClientConnection] = []
 
-    async def open_one() -> None:
+    async def open_one(i: int) -> None:
+        local: dict[str, Any] = (
+            {"local_addr": (f"127.0.0.{2 + i % sources}", 0)} if sources > 1 else {})
         async with gate:
             try:
                 ws = await connect(url, open_timeout=open_timeout, ping_interval=None,
-                                   close_timeout=5, max_queue=64)
+                                   close_timeout=5, max_queue=64, **local)
             except InvalidStatus as exc:
                 stats.open_failures[f"http {exc.response.status_code}"] += 1
                 return
@@ -137,7 +142,9 @@ async def crowd(url: str, count: int, hold: float, stats: LoadStats, *,
             sockets.append(ws)
             stats.opened += 1
 
-    await asyncio.gather(*(open_one() for _ in range(count)))
+    if not 1 <= sources <= 250:
+        raise ValueError(f"sources must be 1-250 loopback addresses, not {sources}")
+    await asyncio.gather(*(open_one(i) for i in range(count)))
     stop = asyncio.Event()
     holders = [asyncio.create_task(_hold(ws, stats, stop, pong_every > 0 and i % pong_every == 0))
                for i, ws in enumerate(sockets)]

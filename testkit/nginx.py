@@ -7,6 +7,7 @@ front of one or more backend ports. pid, logs and temp files stay in the folder.
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import shutil
@@ -24,11 +25,9 @@ from testkit.procfs import wait_until
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 MAIN_CONF = """\
-{main_lines}worker_processes {workers};
-worker_rlimit_nofile {nofile};
-pid {dir}/nginx.pid;
+{main_lines}pid {dir}/nginx.pid;
 error_log {dir}/error.log notice;
-events {{ worker_connections {connections}; }}
+events {{ {events} }}
 http {{
     access_log {access_log};
     client_body_temp_path {dir}/tmp/body;
@@ -43,18 +42,25 @@ http {{
 
 def main_conf(folder: Path, *, workers: int = 1, connections: int = 1024,
               access_log: bool = False, http_lines: tuple[str, ...] = (),
-              main_lines: tuple[str, ...] = ()) -> str:
+              main_lines: tuple[str, ...] = (), worker_limits: tuple[str, ...] = ()) -> str:
     """The main configuration: everything under ``folder``, the site from ``site.conf``.
 
-    ``http_lines`` are extra directives of the http block (a response header, say),
-    ``main_lines`` of the main context (``worker_shutdown_timeout``, say).
+    ``worker_limits``: the worker lines of the role's own main configuration
+    (``testkit.site.worker_limits``), in place of ``workers`` and ``connections`` (and this
+    process's open-file limit). ``http_lines`` are extra directives of the http block (a
+    response header, say), ``main_lines`` of the main context.
     """
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if not worker_limits:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        worker_limits = (f"worker_processes {workers};", f"worker_rlimit_nofile {nofile};",
+                         f"worker_connections {connections};")
+    events = [line for line in worker_limits if line.startswith("worker_connections")]
+    main = [line for line in worker_limits if line not in events] + list(main_lines)
     return MAIN_CONF.format(
-        workers=workers, nofile=nofile, dir=folder, connections=connections,
+        dir=folder, events=" ".join(events),
         access_log=f"{folder}/access.log" if access_log else "off",
         http_lines="".join(f"    {line}\n" for line in http_lines),
-        main_lines="".join(f"{line}\n" for line in main_lines),
+        main_lines="".join(f"{line}\n" for line in main),
     )
 
 
@@ -70,6 +76,9 @@ class Nginx:
     access_log: bool = False
     http_lines: tuple[str, ...] = ()
     main_lines: tuple[str, ...] = ()
+    worker_limits: tuple[str, ...] = ()
+    """The role's worker lines (``testkit.site.worker_limits``): these replace ``workers``
+    and ``connections``."""
     core: int | None = None
     """Pin nginx (master and workers) to this CPU core (benchmarks)."""
     proc: subprocess.Popen[bytes] | None = None
@@ -88,7 +97,7 @@ class Nginx:
         (self.folder / "nginx.conf").write_text(main_conf(
             self.folder, workers=self.workers, connections=self.connections,
             access_log=self.access_log, http_lines=self.http_lines,
-            main_lines=self.main_lines))
+            main_lines=self.main_lines, worker_limits=self.worker_limits))
 
     def argv(self, *extra: str) -> list[str]:
         return [NGINX, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
@@ -154,7 +163,10 @@ class Nginx:
 
 @dataclass
 class NginxProxy:
-    """The deployment's nginx site (``testkit.site``) in ``folder``, in front of ``backend``.
+    """The deployment's nginx (``testkit.site``) in ``folder``, in front of ``backend``: the
+    role's site, and the worker limits of the role's main configuration (workers,
+    ``worker_connections``, ``worker_rlimit_nofile``, ``worker_shutdown_timeout``) derived by
+    the role's rule from ``capacity``, as a deployment gets them.
 
     ``read_timeout`` 0: the rule's value (with ``margin`` as its margin, when given), filled
     in once rendered. ``generation`` is sent as an ``X-Reliability-Generation`` header, so a
@@ -168,7 +180,9 @@ class NginxProxy:
     interval: float = 30
     timeout: float = 10
     workers: int = 1
-    connections: int = 4096
+    """The host's vCPUs, as the role reads them: nginx's workers."""
+    capacity: int | None = None
+    """The api host's ``api_max_connections`` (None: the inventory's default, 6,000)."""
     port: int = field(default_factory=free_port)
     generation: int = 1
     per_address_limits: bool = False
@@ -176,8 +190,7 @@ class NginxProxy:
     check_rule: bool = True
     """False for a test that means to break the heartbeat rule (the role would refuse it)."""
     shutdown_timeout: int = 0
-    """``worker_shutdown_timeout`` in seconds, as ``nginx_worker_shutdown_timeout`` sets it
-    (0: none, the role's default)."""
+    """``nginx_worker_shutdown_timeout`` in seconds (0: none, the role's default)."""
     core: int | None = None
     role_vars: str = "{}"
     """More of the nginx role's variables, as JSON (an app's own locations)."""
@@ -188,25 +201,32 @@ class NginxProxy:
     def url(self) -> str:
         return f"ws://{LOOPBACK}:{self.port}"
 
-    def _site(self) -> str:
-        text = role_site.render_site(
-            self.port, [self.backend] if isinstance(self.backend, int) else self.backend,
-            interval=self.interval, timeout=self.timeout, margin=self.margin,
-            read_timeout=self.read_timeout or None, per_address_limits=self.per_address_limits,
-            check_rule=self.check_rule, role_vars=self.role_vars)
+    @property
+    def worker_limits(self) -> tuple[str, ...]:
+        """The worker lines nginx runs with, once started."""
+        return self.nginx.worker_limits if self.nginx is not None else ()
+
+    def _rendered(self) -> tuple[str, tuple[str, ...]]:
+        role_vars = json.loads(self.role_vars)
+        if self.shutdown_timeout:
+            role_vars["nginx_worker_shutdown_timeout"] = self.shutdown_timeout
+        site = role_site.Site(
+            self.port, (self.backend,) if isinstance(self.backend, int) else tuple(self.backend),
+            self.interval, self.timeout, self.margin, self.read_timeout or None,
+            self.per_address_limits, self.check_rule,
+            role_vars=json.dumps(role_vars, sort_keys=True), workers=self.workers,
+            capacity=self.capacity)
+        text = role_site.render_sites([site])[0]
         if not self.read_timeout:
             self.read_timeout = role_site.read_timeout_of(text)
-        return text
+        return text, role_site.worker_limits(site)
 
     def _configure(self) -> Nginx:
         if self.nginx is None:
             self.nginx = Nginx(self.folder, "", self.port, core=self.core)
-        self.nginx.site = self._site()
-        self.nginx.workers, self.nginx.connections = self.workers, self.connections
+        self.nginx.site, self.nginx.worker_limits = self._rendered()
         self.nginx.http_lines = (
             f"add_header X-Reliability-Generation {self.generation} always;",)
-        self.nginx.main_lines = ((f"worker_shutdown_timeout {self.shutdown_timeout}s;",)
-                                 if self.shutdown_timeout else ())
         return self.nginx
 
     def start(self) -> NginxProxy:

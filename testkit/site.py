@@ -30,6 +30,7 @@ from testkit.paths import REPO, VENV_BIN
 # Where the inputs live: point these elsewhere if the role or the shared variables move.
 ROLE = REPO / "infra" / "roles" / "nginx"
 TEMPLATE = ROLE / "templates" / "ws-kit.conf.j2"
+MAIN_TEMPLATE = ROLE / "templates" / "nginx.conf.j2"
 GROUP_VARS = REPO / "playbooks" / "group_vars"
 PLAYBOOK = Path(__file__).with_name("site.yml")
 SOURCE = f"{TEMPLATE.relative_to(REPO)} (rendered by ansible-playbook testkit/site.yml)"
@@ -61,6 +62,11 @@ class Site:
     tls_dir: str | None = None
     role_vars: str = "{}"
     """More of the role's variables for the nginx host, as JSON (hashable: sites are cached)."""
+    workers: int = 1
+    """The host's vCPUs as the role reads them (``processor_vcpus``): its worker count."""
+    capacity: int | None = None
+    """``api_max_connections`` of the api host behind it (None: the inventory's default),
+    from which the role derives nginx's worker limits."""
 
     def shared(self) -> dict[str, Any]:
         """The deployment's shared ws_* values: every host of the site gets them, as a
@@ -84,6 +90,11 @@ class Site:
             "testkit_check_rule": self.check_rule,
             "testkit_template": str(TEMPLATE),
             "testkit_dest": str(dest),
+            "testkit_main_template": str(MAIN_TEMPLATE),
+            "testkit_main_dest": f"{dest}.main",
+            "ws_contract_api_group": group,
+            # What the role reads from the host's processor_vcpus fact (no facts gathered here).
+            "ws_capacity_nginx_workers": self.workers,
         }
         if self.tls_port is not None and self.tls_dir is not None:
             variables.update(nginx_tls_listen_port=self.tls_port, nginx_tls_dir=self.tls_dir,
@@ -95,18 +106,34 @@ class Site:
         return variables
 
 
-_rendered: dict[Site, str] = {}
+_rendered: dict[Site, tuple[str, str]] = {}
 _lock = threading.Lock()
 
 
-def render_sites(sites: Iterable[Site]) -> list[str]:
-    """The site file of each of ``sites``; those not rendered yet in one Ansible run."""
+def _render(sites: Iterable[Site]) -> list[tuple[str, str]]:
     wanted = list(sites)
     with _lock:
         missing = list(dict.fromkeys(s for s in wanted if s not in _rendered))
         if missing:
             _rendered.update(zip(missing, _ansible(missing), strict=True))
         return [_rendered[s] for s in wanted]
+
+
+def render_sites(sites: Iterable[Site]) -> list[str]:
+    """The site file of each of ``sites``; those not rendered yet in one Ansible run."""
+    return [site for site, _ in _render(sites)]
+
+
+_WORKER_LIMIT = re.compile(
+    r"^\s*(worker_processes|worker_rlimit_nofile|worker_shutdown_timeout|worker_connections)"
+    r" [^;]+;", re.MULTILINE)
+
+
+def worker_limits(site: Site) -> tuple[str, ...]:
+    """The worker lines of the role's main configuration for ``site``'s host (workers, their
+    open files and connections, a reload's shutdown timeout), as the role renders them."""
+    main = _render([site])[0][1]
+    return tuple(match.group(0).strip() for match in _WORKER_LIMIT.finditer(main))
 
 
 def render_site(listen: int, backend: int | Iterable[int], *, interval: float = 30,
@@ -140,7 +167,7 @@ def proxy_read_timeout(interval: float, timeout: float, margin: float | None = N
     return read_timeout_of(render_site(1, 2, interval=interval, timeout=timeout, margin=margin))
 
 
-def _ansible(sites: list[Site]) -> list[str]:
+def _ansible(sites: list[Site]) -> list[tuple[str, str]]:
     folder = Path(tempfile.mkdtemp(prefix="testkit-site-"))
     try:
         (folder / "group_vars").symlink_to(GROUP_VARS, target_is_directory=True)
@@ -153,6 +180,7 @@ def _ansible(sites: list[Site]) -> list[str]:
                 **site.shared(),
                 "api_advertise_address": "127.0.0.1",
                 "api_instance_ports": list(site.backends),
+                **({"api_max_connections": site.capacity} if site.capacity else {}),
             }}}
         inventory = {"all": {
             "vars": {"ansible_connection": "local",
@@ -170,6 +198,7 @@ def _ansible(sites: list[Site]) -> list[str]:
         if done.returncode != 0:
             raise RuntimeError(f"ansible-playbook {PLAYBOOK.relative_to(REPO)} failed "
                                f"({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
-        return [(folder / f"site-{n}.conf").read_text() for n in range(len(sites))]
+        return [((folder / f"site-{n}.conf").read_text(),
+                 (folder / f"site-{n}.conf.main").read_text()) for n in range(len(sites))]
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -61,7 +61,7 @@ def test_each_site_is_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
     runs: list[int] = []
     real = role_site._ansible
 
-    def counted(sites: list[Site]) -> list[str]:
+    def counted(sites: list[Site]) -> list[tuple[str, str]]:
         runs.append(len(sites))
         return real(sites)
 
@@ -81,3 +81,15 @@ def test_the_roles_assert_refuses_a_timeout_below_the_rule() -> None:
         render_site(18996, 19995, interval=1.5, timeout=0.5, read_timeout=1)
     site = render_site(18996, 19995, interval=1.5, timeout=0.5, read_timeout=1, check_rule=False)
     assert role_site.read_timeout_of(site) == 1
+
+
+def test_the_harness_nginx_runs_the_roles_worker_limits() -> None:
+    """Load tests and the soak get nginx's worker limits from the role's main configuration
+    (its rule: 2 per WebSocket x capacity x 1.25 / workers + 1024; open files + 256)."""
+    site = Site(18998, (19997,), workers=2, capacity=10_000)
+    assert role_site.worker_limits(site) == (
+        "worker_processes 2;", "worker_rlimit_nofile 13780;", "worker_connections 13524;")
+    default = role_site.worker_limits(Site(18998, (19997,)))  # the inventory's 6,000, 1 vCPU
+    assert "worker_connections 16024;" in default
+    timed = Site(18998, (19997,), role_vars='{"nginx_worker_shutdown_timeout": 3}')
+    assert "worker_shutdown_timeout 3s;" in role_site.worker_limits(timed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -106,11 +107,13 @@ def proxies() -> Iterator[list[NginxProxy]]:
 
 def proxy_for(service: ServiceProcess, folder: Path, proxies: list[NginxProxy], *,
               interval: float, timeout: float, margin: float = 1.0,
-              connections: int = 1024) -> NginxProxy:
+              deployed: bool = False) -> NginxProxy:
     """nginx from the role template, proxy_read_timeout = ceil(interval + timeout + margin)
-    (the rule with ``margin`` as its margin, rendered by Ansible)."""
+    (the rule with ``margin`` as its margin, rendered by Ansible). ``deployed``: as the role
+    deploys it on this host (a worker per vCPU, per-address limits on)."""
     proxy = NginxProxy(folder / "nginx", service.port, 0, interval, timeout,
-                       connections=connections, margin=margin)
+                       margin=margin, workers=(os.cpu_count() or 1) if deployed else 1,
+                       per_address_limits=deployed)
     proxies.append(proxy)
     return proxy.start()
 
@@ -473,6 +476,9 @@ def test_frozen_client_is_dropped_within_interval_plus_timeout(
 
 # --- load and churn ---------------------------------------------------------------------------
 
+SOURCES = 64
+"""Client addresses of the load test (127.0.0.2 ...), as a deployment's clients come from many."""
+
 
 def test_two_thousand_connections_through_nginx_hold_without_drops(
     start_service: StartService, workdir: Path, proxies: list[NginxProxy],
@@ -484,8 +490,10 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
     service = start_service(WS_PING_INTERVAL=str(interval), WS_PING_TIMEOUT=str(timeout))
     pid = service.proc.pid
     assert nofile_limit(pid) >= connections + 500
+    # The role's nginx at its defaults (worker limits from api_max_connections, per-address
+    # limits on), the clients from 64 addresses (about 31 each, inside the 256 per address).
     proxy = proxy_for(service, workdir, proxies, interval=interval, timeout=timeout, margin=margin,
-                      connections=2 * connections + 512)
+                      deployed=True)
     hold = 3 * proxy.read_timeout
     fds_before, rss_before = socket_count(pid), rss_bytes(pid)
     inodes_before = socket_inodes(pid)
@@ -495,7 +503,7 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
     opened_at: list[float] = []
     run(crowd(f"{proxy.url}/ws/health", connections, hold, stats, pong_every=4,
               on_held=lambda: opened_at.append(time.monotonic()),
-              samples=lambda: rss.append(rss_bytes(pid))), limit=hold + 120)
+              samples=lambda: rss.append(rss_bytes(pid)), sources=SOURCES), limit=hold + 120)
     # Every close has ended within the linger's bound by now; a leaked socket never comes
     # back, so the bound stays exact (a descriptor dropped by a close that timed out while
     # its answer was arriving once left one socket behind here: tests/test_close_handshake.py).
@@ -505,8 +513,8 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
     # A second, short round: memory freed by the first round is retained by the allocators
     # (RSS does not fall back to the pre-load level) but must be reused, not added to.
     again = LoadStats(interval)
-    run(crowd(f"{proxy.url}/ws/health", connections, interval, again, pong_every=4),
-        limit=120)
+    run(crowd(f"{proxy.url}/ws/health", connections, interval, again, pong_every=4,
+              sources=SOURCES), limit=120)
     wait_until(lambda: socket_count(pid) <= fds_before, 15)
     rss_after_2 = rss_bytes(pid)
     # RSS flat: compared from the first sample once a full interval has passed with every
@@ -517,6 +525,7 @@ def test_two_thousand_connections_through_nginx_hold_without_drops(
     figures = stats.summary()
     report("load_2000", **figures, hold_s=hold, interval_s=interval, timeout_s=timeout,
            proxy_read_timeout_s=proxy.read_timeout, nginx_config=proxy.source,
+           nginx_worker_limits=list(proxy.worker_limits), client_addresses=SOURCES,
            open_s=round(opened_at[0] - started, 2) if opened_at else None,
            rss_before_mib=mib(rss_before), rss_steady_first_mib=mib(steady[0]),
            rss_steady_last_mib=mib(steady[-1]), rss_peak_mib=mib(max(rss)),

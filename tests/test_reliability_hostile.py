@@ -1,7 +1,8 @@
 """Hostile input against real ws-service: fuzzed frames (hypothesis) and handshake abuse.
 
-One service per server for the module (Granian and uvicorn; auth on, 4 KiB message limit, a rate limit), driven through a
-raw-socket client so that invalid UTF-8, reserved opcodes and hand-made fragments reach it.
+One service per server for the module (Granian and uvicorn; auth on, 4 KiB message limit, a
+rate limit), driven through a raw-socket client so that invalid UTF-8, reserved opcodes and
+hand-made fragments reach it.
 Outcomes asserted per input kind; a healthy connection opened beside the fuzzing must keep
 working after every example, and the service must never log a traceback.
 """
