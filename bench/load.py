@@ -209,8 +209,9 @@ async def echo_load(url: str, connections: int, seconds: float, max_messages: in
     runner.sent = 0  # the message budget counts from the start of the window
     cpu0, t0 = time.process_time(), _now()
     runner.deadline = t0 + seconds
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(runner.idle), seconds + 10)
+    if clients:  # none opened (refused, a wrong path): nothing will finish the window
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(runner.idle), seconds + 10)
     elapsed = _now() - t0
     cpu = time.process_time() - cpu0
     if hooks:
