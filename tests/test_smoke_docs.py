@@ -15,8 +15,9 @@ from typing import get_args
 
 import pytest
 
-from smoke.diagnose import NGINX_UPGRADE, RULES
-from smoke.model import TITLES, CheckName, DiagnosisCode
+from smoke.diagnose import IMMEDIATE_S, NGINX_UPGRADE, PLAIN_TO_TLS, RULES, diagnose
+from smoke.model import TITLES, CheckName, CheckResult, DiagnosisCode, Evidence
+from smoke.target import Options, parse_target
 from testkit import readme_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,91 @@ def test_docs_list_exactly_the_codes() -> None:
     table = _section((ROOT / "docs" / "smoke.md").read_text(), "### Diagnosis codes")
     listed = set(re.findall(r"^\| `([a-z_0-9]+)` \|", table, re.MULTILINE))
     assert listed == CODES, f"missing: {CODES - listed}, not codes: {listed - CODES}"
+
+
+def _code_table() -> list[tuple[str, str]]:
+    """docs/smoke.md's diagnosis codes, in order, with their Meaning cells."""
+    table = _section((ROOT / "docs" / "smoke.md").read_text(), "### Diagnosis codes")
+    return re.findall(r"^\| `([a-z_0-9]+)` \| (.*) \|$", table, re.MULTILINE)
+
+
+def test_docs_list_the_codes_in_rule_order() -> None:
+    """The list says "first match wins": its order is RULES' order, then the --direct ones."""
+    listed = [code for code, _ in _code_table()]
+    assert listed == [r.code for r in RULES] + ["proxy_configuration", "backend_problem"]
+
+
+def _status_code(check: CheckName, status: int) -> DiagnosisCode:
+    """What ws-smoke diagnoses for ``check`` refused with HTTP ``status`` (a 405 carrying
+    ``Allow: websocket``, as a backend that got a plain GET answers)."""
+    ev = Evidence(url="ws://127.0.0.1:9000/ws/echo", http_status=status, allow_header="websocket",
+                  error="http_status", error_detail=f"HTTP {status}")
+    failed = CheckResult(name=check, title=TITLES[check], status="fail", duration_s=0.0,
+                         detail=f"HTTP {status}", evidence=ev)
+    [d] = diagnose(parse_target("ws://127.0.0.1:9000"), Options(), [failed])
+    return d.code
+
+
+def test_the_statuses_the_docs_name_are_the_ones_the_rules_match() -> None:
+    """Each row naming HTTP statuses (400-599) names exactly those that ws-smoke gives its code
+    for: the handshake's, or /health's for a ``health_`` code. ``handshake_rejected`` and
+    ``health_http_status`` take "any other" status, so they are checked to take no named one;
+    a 1006 row's statuses are /health's after the drop (the dead-backend test below)."""
+    named = {code: {int(s) for s in re.findall(r"\b([45]\d\d)\b", meaning)}
+             for code, meaning in _code_table() if not meaning.startswith("1006")}
+    given: dict[str, set[int]] = {}
+    for status in range(400, 600):
+        given.setdefault(_status_code("handshake", status), set()).add(status)
+        given.setdefault(_status_code("http_health", status), set()).add(status)
+    catch_all = {"handshake_rejected", "health_http_status"}
+    assert given.keys() <= set(named), "a status gives a code the docs do not list"
+    for code, statuses in named.items():
+        if code in catch_all:
+            assert not statuses & (set().union(*(given.get(c, set()) for c in named
+                                                 if c not in catch_all)))
+            continue
+        assert given.get(code, set()) == statuses, (code, sorted(given.get(code, set())))
+    assert given["handshake_rejected"]
+    assert given["health_http_status"]
+
+
+def test_the_immediate_close_bound_is_the_rules() -> None:
+    meaning = dict(_code_table())["abnormal_close_immediate"]
+    assert re.search(rf"within {IMMEDIATE_S:g} s\b", meaning), meaning
+
+
+def _cause(check: CheckName, ev: Evidence) -> tuple[DiagnosisCode, str]:
+    failed = CheckResult(name=check, title=TITLES[check], status="fail", duration_s=0.0,
+                         detail="", evidence=ev)
+    [d] = diagnose(parse_target("ws://127.0.0.1:9000"), Options(), [failed])
+    return d.code, d.cause
+
+
+def _quoted(pattern: str) -> str:
+    text = re.sub(r"\s+", " ", (ROOT / "docs" / "smoke.md").read_text())
+    quote = re.search(pattern, text)
+    assert quote, f"docs/smoke.md no longer quotes: {pattern}"
+    return quote.group(1)
+
+
+def test_docs_quote_the_cause_ws_smoke_gives_for_a_dead_backend() -> None:
+    quote = _quoted(r'gives `backend_gone`, "([^"]+)"')
+    gone = Evidence(url="ws://127.0.0.1:9000/ws/health", close_code=1006, closed_by="network",
+                    age_at_close_s=3.0, backend_gone=True, after_drop="GET /health was refused")
+    code, cause = _cause("sustained", gone)
+    assert code == "backend_gone"
+    assert quote in cause, (quote, cause)
+
+
+def test_the_nginx_text_the_docs_quote_gives_plain_to_tls_port() -> None:
+    """The docs quote nginx's 400 page: that text, in a 400's body, is what the rule needs."""
+    quote = _quoted(r"`plain_to_tls_port` \(ws:// to a TLS port: nginx's 400 \"([^\"]+)\"\)")
+    plain = Evidence(url="ws://127.0.0.1:9000/ws/echo", http_status=400, error="http_status",
+                     error_detail=f"HTTP 400: {quote}")
+    code, cause = _cause("handshake", plain)
+    assert code == "plain_to_tls_port"
+    assert PLAIN_TO_TLS in cause
+    assert PLAIN_TO_TLS in quote
 
 
 def test_docs_list_every_check() -> None:
