@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from testkit.ports import free_port, wait_for_port
+from testkit.smoke_cli import BEHAVIOUR_LATENCY_LIMIT_MS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -152,7 +153,8 @@ def test_compose_api_then_nginx_pass_ws_smoke(compose: Compose, tmp_path: Path) 
     smoke = _run(
         [str(BIN / "ws-smoke"), f"ws://127.0.0.1:{compose.nginx_port}",
          "--direct", f"ws://127.0.0.1:{compose.api_port}", "--origin", origin,
-         "--sustain", str(PROXY_TIMEOUT + 4), "--json", str(report)],
+         "--sustain", str(PROXY_TIMEOUT + 4), "--json", str(report),
+         "--latency-limit", BEHAVIOUR_LATENCY_LIMIT_MS],
         compose.env, 120,
     )
     assert smoke.returncode == 0, f"{_tail(smoke, 80)}\n{compose.logs()}"

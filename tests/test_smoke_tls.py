@@ -25,6 +25,7 @@ from testkit.paths import VENV_BIN
 from testkit.ports import free_port
 from testkit.service import SHORT_INTERVALS, ServiceProcess, start_service
 from testkit.site import Site, render_sites
+from testkit.smoke_cli import latency_args
 
 NAME = "ws-kit.test"
 CASES = ("valid", "expired", "wrong_name", "other_ca")
@@ -76,7 +77,7 @@ def smoke(stack: Stack, url: str, *args: str) -> tuple[int, dict[str, Any], str]
     out.unlink(missing_ok=True)
     done = subprocess.run(
         [str(VENV_BIN / "ws-smoke"), url, "--quick", "--timeout", "5", *stack.resolve(),
-         "--json", str(out), *args],
+         "--json", str(out), *args, *latency_args(args)],
         capture_output=True, text=True, timeout=60, check=False)
     return done.returncode, json.loads(out.read_text()), done.stdout
 

@@ -30,6 +30,7 @@ from smoke.exporter import report_registry
 from smoke.model import CheckResult, Report, TlsFacts
 from testkit.ports import free_port
 from testkit.processes import LineLog
+from testkit.smoke_cli import latency_args
 
 WS_SMOKE = str(Path(sys.executable).parent / "ws-smoke")
 REPO = Path(__file__).resolve().parent.parent
@@ -166,8 +167,8 @@ def test_watch_metrics_port_taken(start_service: Callable[..., Any]) -> None:
 
 
 def run_smoke(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([WS_SMOKE, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=90, check=False)
+    return subprocess.run([WS_SMOKE, *args, *latency_args(args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=90, check=False)
 
 
 def assert_every_check(samples: Samples, report: dict[str, Any]) -> None:
