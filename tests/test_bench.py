@@ -1,17 +1,25 @@
-"""The benchmark harness in its tiny mode: it runs end to end and writes well-formed results.
+"""The benchmark harness: its report's arithmetic on known inputs, and its tiny mode end to end.
 
-No timing is asserted: this checks the harness, not the service's speed.
+No timing is asserted: this checks the harness, not the service's speed. The report is fed
+rounds whose medians and ratios are known and must print those figures; a tiny run's ratios
+must come from the two targets' own rounds, measured on two different servers.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from bench import report
+from bench.servers import BASELINE
+from bench.stats import ratio, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,10 +62,99 @@ def test_tiny_run_measures_every_target_and_ratio(tiny_run: Path) -> None:
         summary = result["summary"][key]["c100_msgs_per_s"]
         assert set(summary) == {"median", "min", "max", "n"}
         assert summary["min"] <= summary["median"] <= summary["max"]
-    assert result["ratios"]["service /ws"]["c100_msgs_per_s"] == pytest.approx(1.0)
-    assert not math.isnan(result["ratios"]["picows"]["lat1_p50_us"])
+    for peer in set(result["rounds"]) - {BASELINE}:
+        _assert_ratio_of_two_measurements(tiny_run, result, peer, BASELINE, "c100_msgs_per_s")
+        _assert_ratio_of_two_measurements(tiny_run, result, peer, BASELINE, "lat1_p50_us")
     if result["nginx"]:
         assert "nginx_c100_msgs_per_s" in result["rounds"]["service /ws"][0]
+
+
+def _median(result: dict[str, Any], key: str, metric: str) -> float:
+    """The median of ``key``'s own rounds of ``metric``, computed here, not by bench.stats."""
+    return float(statistics.median(r[metric] for r in result["rounds"][key]))
+
+
+def _assert_ratio_of_two_measurements(tiny_run: Path, result: dict[str, Any], peer: str,
+                                      ours: str, metric: str) -> None:
+    """``ratios[peer][metric]`` is the peer's median over ours, each from its own rounds, and
+    those rounds are two measurements: of two server processes (each its own log), with
+    samples of their own (not one target's figures read twice)."""
+    targets = result["targets"]
+    assert targets[peer]["server"] != targets[ours]["server"], peer
+    for key in (peer, ours):
+        assert (tiny_run / "logs" / f"{targets[key]['server']}.log").exists(), key
+    theirs = [r[metric] for r in result["rounds"][peer]]
+    mine = [r[metric] for r in result["rounds"][ours]]
+    assert theirs != mine, (peer, metric, theirs)
+    expected = _median(result, peer, metric) / _median(result, ours, metric)
+    assert result["ratios"][peer][metric] == pytest.approx(expected), (peer, metric)
+    assert result["ratios"][peer][metric] != pytest.approx(1.0, rel=1e-9), (peer, metric)
+
+
+# -- the report's arithmetic on known inputs ----------------------------------------------------
+
+
+def _known_result() -> dict[str, Any]:
+    """Three rounds of the service and of its floor peer asgi-reply, with round numbers."""
+    ours = [{"c100_msgs_per_s": 100.0, "lat1_p50_us": 40.0, "c100_server_cpu_us_per_msg": 10.0,
+             "c100_errors": 0.0},
+            {"c100_msgs_per_s": 300.0, "lat1_p50_us": 60.0, "c100_server_cpu_us_per_msg": 12.0,
+             "c100_errors": 0.0},
+            {"c100_msgs_per_s": 200.0, "lat1_p50_us": 50.0, "c100_server_cpu_us_per_msg": 11.0,
+             "c100_errors": 0.0}]
+    peer = [{"c100_msgs_per_s": 400.0, "lat1_p50_us": 20.0, "c100_server_cpu_us_per_msg": 5.0,
+             "c100_errors": 0.0},
+            {"c100_msgs_per_s": 600.0, "lat1_p50_us": 30.0, "c100_server_cpu_us_per_msg": 4.0,
+             "c100_errors": 0.0},
+            {"c100_msgs_per_s": 500.0, "lat1_p50_us": 25.0, "c100_server_cpu_us_per_msg": 6.0,
+             "c100_errors": 0.0}]
+    return {
+        "mode": {"name": "known", "rounds": 3, "latency_messages": 10,
+                 "throughput_connections": 100, "throughput_seconds": 1.0,
+                 "hold_interval": 1.0},
+        "machine": {"commit": "0000000", "nproc": 2}, "server_core": 0, "loadgen_core": 1,
+        "nginx": False, "scaling": {},
+        "targets": {BASELINE: {"server": "service", "path": "/ws", "label": "ours"},
+                    "asgi-reply": {"server": "asgi-reply", "path": "/ws", "label": "floor"}},
+        "rounds": {BASELINE: ours, "asgi-reply": peer},
+    }
+
+
+def test_the_report_prints_the_ratios_of_known_rounds(tmp_path: Path) -> None:
+    """Medians 200 (ours) and 500 (peer) messages/s: the peer's ÷ ours is 2.50, printed in
+    Figure 1b's row; latency 50 and 25 µs: 0.50; server CPU per message 11 and 5 µs: the
+    floor's ours ÷ peer 2.20, per round 2.00 (1.83-3.00)."""
+    result = _known_result()
+    paths = report.write(result, tmp_path)
+    assert "png" not in paths  # no scaling phase: no plot
+    written = json.loads(paths["json"].read_text())
+    assert written["summary"]["asgi-reply"]["c100_msgs_per_s"] == {
+        "median": 500.0, "min": 400.0, "max": 600.0, "n": 3}
+    assert written["ratios"]["asgi-reply"]["c100_msgs_per_s"] == pytest.approx(2.5)
+    assert written["ratios"]["asgi-reply"]["lat1_p50_us"] == pytest.approx(0.5)
+    assert written["ratios"][BASELINE]["c100_msgs_per_s"] == pytest.approx(1.0)
+    cell = written["floor"]["asgi-reply"]["c100_server_cpu_us_per_msg"]
+    assert (cell["ours_us"], cell["peer_us"]) == (11.0, 5.0)
+    assert cell["ours_over_peer"] == pytest.approx(2.2)
+    assert cell["per_round"]["median"] == pytest.approx(2.0)
+    assert cell["per_round"]["min"] == pytest.approx(11 / 6)
+    assert cell["per_round"]["max"] == pytest.approx(3.0)
+
+    markdown = paths["markdown"].read_text()
+    fig1b = markdown[markdown.index("### Figure 1b"):markdown.index("### Figure 3")]
+    assert "| asgi-reply | 500 (400-600) | 2.50 |" in fig1b, fig1b
+    assert "| service /ws **(ours)** | 200 (100-300) | 1.00 |" in fig1b, fig1b
+    fig1a = markdown[markdown.index("### Figure 1a"):markdown.index("### Figure 1b")]
+    assert "| asgi-reply | 25.0 (20.0-30.0) | 0.50 |" in fig1a, fig1a
+    fig5 = markdown[markdown.index("### Figure 5"):]
+    assert "| asgi-reply | service /ws | 2.20 | 2.00 (1.83-3.00) | 11.0 / 5.00 |" in fig5, fig5
+
+
+def test_a_ratio_with_a_missing_side_is_not_a_number() -> None:
+    assert ratio(500.0, 200.0) == 2.5
+    assert math.isnan(ratio(500.0, 0.0))
+    assert math.isnan(ratio(float("nan"), 200.0))
+    assert summarize([3.0, float("nan"), 1.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 2}
 
 
 FLOORS = {"litestar-min": "service /ws", "asgi-reply": "service /ws",
@@ -76,10 +173,14 @@ def test_tiny_run_reads_the_service_against_the_floor_peers(tiny_run: Path) -> N
         for metric in ("c100_server_cpu_us_per_msg", "hs_server_cpu_us"):
             cell = result["floor"][peer][metric]
             assert cell["ours"] == ours, (peer, metric)
-            assert cell["ours_us"] == result["summary"][ours][metric]["median"]
-            assert cell["ours_over_peer"] == pytest.approx(cell["ours_us"] / cell["peer_us"])
-            assert cell["ours_over_peer"] > 0, (peer, metric)
-            assert set(cell["per_round"]) == {"median", "min", "max", "n"}
+            ours_us = _median(result, ours, metric)
+            peer_us = _median(result, peer, metric)
+            assert (cell["ours_us"], cell["peer_us"]) == (ours_us, peer_us), (peer, metric)
+            assert cell["ours_over_peer"] == pytest.approx(ours_us / peer_us), (peer, metric)
+            by_round = [a[metric] / b[metric] for a, b in zip(
+                result["rounds"][ours], result["rounds"][peer], strict=True)]
+            assert cell["per_round"]["median"] == pytest.approx(statistics.median(by_round))
+            assert cell["per_round"]["n"] == len(by_round)
     markdown = (tiny_run / "results.md").read_text()
     floor = markdown[markdown.index("### Figure 5"):]
     assert "| litestar-min | service /ws |" in floor
