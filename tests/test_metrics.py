@@ -285,9 +285,13 @@ def test_heartbeats_and_their_lateness(service: Service) -> None:
                for b in LATENESS_BUCKETS]
     assert buckets == sorted(buckets), "cumulative"
     assert after[s("ws_kit_heartbeat_lateness_seconds_bucket", le="+Inf")] == sent
-    # The tick is 10 ms at this interval: an idle process hands each beat over within 0.5 s.
-    assert after[s("ws_kit_heartbeat_lateness_seconds_bucket", le="0.5")] == sent
-    assert 0 <= after[s("ws_kit_heartbeat_lateness_seconds_sum")] <= 0.5 * sent
+    # The sum agrees with the buckets (a value in (lower, upper] adds at least lower, at
+    # most upper), however late a busy machine made the beats.
+    counts = [b - a for a, b in zip([0.0, *buckets], [*buckets, sent], strict=True)]
+    lowers, uppers = [0.0, *LATENESS_BUCKETS], [*LATENESS_BUCKETS, float("inf")]
+    total = after[s("ws_kit_heartbeat_lateness_seconds_sum")]
+    assert sum(c * lo for c, lo in zip(counts, lowers, strict=True)) <= total
+    assert total <= sum(c * up for c, up in zip(counts, uppers, strict=True) if c)
 
 
 def test_metrics_setting_turns_the_route_off(start_service: Callable[..., Service]) -> None:
