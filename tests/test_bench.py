@@ -96,18 +96,13 @@ def _assert_ratio_of_two_measurements(tiny_run: Path, result: dict[str, Any], pe
 
 def _known_result() -> dict[str, Any]:
     """Three rounds of the service and of its floor peer asgi-reply, with round numbers."""
-    ours = [{"c100_msgs_per_s": 100.0, "lat1_p50_us": 40.0, "c100_server_cpu_us_per_msg": 10.0,
-             "c100_errors": 0.0},
-            {"c100_msgs_per_s": 300.0, "lat1_p50_us": 60.0, "c100_server_cpu_us_per_msg": 12.0,
-             "c100_errors": 0.0},
-            {"c100_msgs_per_s": 200.0, "lat1_p50_us": 50.0, "c100_server_cpu_us_per_msg": 11.0,
-             "c100_errors": 0.0}]
-    peer = [{"c100_msgs_per_s": 400.0, "lat1_p50_us": 20.0, "c100_server_cpu_us_per_msg": 5.0,
-             "c100_errors": 0.0},
-            {"c100_msgs_per_s": 600.0, "lat1_p50_us": 30.0, "c100_server_cpu_us_per_msg": 4.0,
-             "c100_errors": 0.0},
-            {"c100_msgs_per_s": 500.0, "lat1_p50_us": 25.0, "c100_server_cpu_us_per_msg": 6.0,
-             "c100_errors": 0.0}]
+    def rounds(*figures: tuple[float, float, float]) -> list[dict[str, float]]:
+        return [{"c100_msgs_per_s": msgs, "lat1_p50_us": p50,
+                 "c100_server_cpu_us_per_msg": cpu, "c100_errors": 0.0}
+                for msgs, p50, cpu in figures]
+
+    ours = rounds((100.0, 40.0, 10.0), (300.0, 60.0, 12.0), (200.0, 50.0, 11.0))
+    peer = rounds((400.0, 20.0, 5.0), (600.0, 30.0, 4.0), (500.0, 25.0, 6.0))
     return {
         "mode": {"name": "known", "rounds": 3, "latency_messages": 10,
                  "throughput_connections": 100, "throughput_seconds": 1.0,
