@@ -83,7 +83,8 @@ def idle_timeout_proxy(workdir: Path, slow_service: Service) -> Iterator[Nginx]:
 
 def test_healthy_service_passes_every_check(fast_service: Service, tmp_path: Path) -> None:
     junit = tmp_path / "smoke.xml"
-    run = run_smoke(tmp_path, fast_service.url, "--sustain", "2", "--grace", "1",
+    sustain = 2.0
+    run = run_smoke(tmp_path, fast_service.url, "--sustain", str(sustain), "--grace", "1",
                     "--junit", str(junit))
     assert run.code == 0, run.out
     statuses = {r["name"]: r["status"] for r in run.report["results"]}
@@ -92,7 +93,7 @@ def test_healthy_service_passes_every_check(fast_service: Service, tmp_path: Pat
     assert run.report["counts"] == {"pass": len(ALL_CHECKS), "fail": 0, "skip": 0}
     # The run lasts the --sustain window, and no check waited out the default 10 s --timeout
     # after it (a reply or a close that never came would).
-    assert 2.0 <= run.report["duration_s"] < 2.0 + Options().timeout
+    assert sustain <= run.report["duration_s"] < sustain + Options().timeout
     sustained = run.result("sustained")
     assert sustained["metrics"]["heartbeats"] >= 3  # 0.5 s interval over 2 s
     assert sustained["evidence"]["close_code"] == 1000
